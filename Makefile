@@ -65,7 +65,7 @@ lint: $(STAMP)  ## yamllint, ansible-lint (production profile), ruff
 	ansible-lint --profile production --offline
 
 .PHONY: sanity
-sanity: $(STAMP)  ## ansible-test sanity (local, Python 3.11) on a copy of the tracked files
+sanity: $(STAMP) world-deps  ## ansible-test sanity (local, Python 3.11) on a copy of the tracked files
 	hack/ansible-test-sanity.sh
 
 .PHONY: unit

@@ -2,9 +2,9 @@
 # Install the Debian packages the local test world runs on, when missing:
 # docker-registry (local registry), skopeo (image inspection and copies),
 # busybox-static (the stand-in images' httpd), debootstrap (base image),
-# wrk (benchmarks).
+# wrk (benchmarks), shellcheck (ansible-test sanity), rsync.
 set -euo pipefail
-want=(docker-registry skopeo busybox-static debootstrap wrk)
+want=(docker-registry skopeo busybox-static debootstrap wrk shellcheck rsync)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
