@@ -24,7 +24,7 @@ from pathlib import Path
 SERVICES = {
     "moto": ["localworld.moto"],
     "registry": ["localworld.registry"],
-    "hub": ["localworld.hub_mirror"],
+    "hub": ["localworld.hub_mirror", "--stand-ins"],
 }
 START_TIMEOUT = 300.0
 
