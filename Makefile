@@ -58,11 +58,13 @@ world-deps:  ## Install the Debian packages the local world runs on
 	hack/ensure-world-deps.sh
 
 .PHONY: lint
-lint: $(STAMP)  ## yamllint, ansible-lint (production profile), ruff
+lint: $(STAMP)  ## yamllint, ansible-lint (production profile), ruff, changelog fragments, role READMEs
 	yamllint --strict .
 	ruff check .
 	ruff format --check .
 	ansible-lint --profile production --offline
+	antsibull-changelog lint
+	$(BIN)/python hack/role_readme.py --check
 
 .PHONY: sanity
 sanity: $(STAMP) world-deps  ## ansible-test sanity (local, Python 3.11) on a copy of the tracked files
