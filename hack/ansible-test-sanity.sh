@@ -9,8 +9,15 @@ set -euo pipefail
 top=$(git rev-parse --show-toplevel)
 cd "$top"
 work="$top/.cache/sanity/ansible_collections/burst/golden_ami"
-rm -rf "$work"
+rm -rf "$top/.cache/sanity"
 mkdir -p "$work"
+# The collections ours depends on must sit beside it for the import and
+# validate-modules tests (doc fragments, module_utils).
+site=$(echo "$top"/.venv/lib/python3*/site-packages/ansible_collections)
+for dep in amazon/aws community/docker; do
+  mkdir -p "$top/.cache/sanity/ansible_collections/${dep%/*}"
+  cp -r "$site/$dep" "$top/.cache/sanity/ansible_collections/$dep"
+done
 git ls-files -z --cached --others --exclude-standard \
   | rsync -a --from0 --files-from=- ./ "$work/" 2>/dev/null \
   || git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work"

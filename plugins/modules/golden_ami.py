@@ -1,0 +1,756 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the burst.golden_ami collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: golden_ami
+short_description: Capture a golden machine image from an instance, copy it and publish it
+version_added: 0.1.0
+description:
+  - Creates an EC2 image (AMI) from an instance, waits until it is C(available), tags the image
+    B(and its snapshots), optionally requires IMDSv2, shares it and schedules its deprecation.
+  - Copies the image to other regions, tags the copies and their snapshots, and waits for every copy.
+  - Only once every image is available, publishes each region's image id to an SSM parameter with
+    C(DataType=aws:ec2:image), which launch templates resolve.
+  - Writes a build manifest (JSON) that Packer's tooling reads, with the build's own facts added.
+  - Idempotent. An image that already has O(name), or carries the O(build_id) tag, is returned with
+    C(changed=false); a name that another build's image holds is refused. Copies are requested with a
+    client token, so that a retried copy does not make a second image.
+  - Everything is checked before anything is created (instance, name, regions, SSM parameter name,
+    names taken in the copy regions), so that a bad input leaves nothing half published.
+  - The module writes O(manifest_path) on the host it runs on; run it on the controller
+    (C(connection=local) or C(delegate_to=localhost)), as AWS modules usually are.
+author:
+  - burst.golden_ami maintainers (@burst)
+options:
+  name:
+    description:
+      - Name of the image, 3 to 128 characters among letters, digits, spaces and C(( ) [ ] . / - ' @ _).
+      - Use a version scheme, for example C(burst-golden-v1.0).
+    type: str
+    required: true
+  version:
+    description:
+      - Version of the build, tagged as C(Version) and written to the manifest.
+    type: str
+  build_id:
+    description:
+      - Identifier of the build (a CI run id, for example), tagged as O(build_id_tag).
+      - An image carrying this tag is the image of this build.
+    type: str
+  build_id_tag:
+    description:
+      - Tag key that holds O(build_id).
+    type: str
+    default: BuildId
+  instance_id:
+    description:
+      - Instance to capture. Required unless the image exists already.
+    type: str
+  description:
+    description:
+      - Description of the image and its copies.
+    type: str
+  no_reboot:
+    description:
+      - Do not stop the instance before capturing it. The file systems may then be inconsistent.
+    type: bool
+    default: false
+  block_devices:
+    description:
+      - Overrides of the block device mappings of the image.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      device_name:
+        description: Device name, for example C(/dev/sda1).
+        type: str
+        required: true
+      volume_size:
+        description: Size in GiB.
+        type: int
+      volume_type:
+        description: EBS volume type.
+        type: str
+        choices: [gp2, gp3, io1, io2, st1, sc1, standard]
+      iops:
+        description: Provisioned IOPS (gp3, io1, io2).
+        type: int
+      throughput:
+        description: Throughput in MiB/s (gp3 only).
+        type: int
+      encrypted:
+        description: Encrypt the snapshot.
+        type: bool
+      kms_key_id:
+        description: KMS key for the encryption; needs O(block_devices[].encrypted=true).
+        type: str
+      delete_on_termination:
+        description: Delete the volume when the instance terminates.
+        type: bool
+      snapshot_id:
+        description: Snapshot to create the volume from.
+        type: str
+      no_device:
+        description: Leave this device out of the image.
+        type: bool
+        default: false
+  boot_mode:
+    description:
+      - Boot mode of the image. CreateImage can only override the instance's boot mode to C(uefi);
+        without this option the image inherits the instance's boot mode.
+    type: str
+    choices: [uefi]
+  imds_support:
+    description:
+      - Set to C(v2.0) so that instances launched from the image require IMDSv2. AWS cannot undo it.
+    type: str
+    choices: ['v2.0']
+  tags:
+    description:
+      - Tags of the image, its copies and all their snapshots.
+      - O(build_id_tag) and C(Version) are added from O(build_id) and O(version) unless given here, and
+        C(BaseImageId) names the image the instance was launched from. Copies also get C(SourceImageId)
+        and C(SourceRegion).
+    type: dict
+    default: {}
+  purge_tags:
+    description:
+      - Remove tags not in O(tags) from the images and snapshots (C(aws:) tags are kept).
+    type: bool
+    default: false
+  deprecate_at:
+    description:
+      - Time (ISO 8601) at which the image and its copies are deprecated.
+    type: str
+  deprecate_after_days:
+    description:
+      - Deprecate the image and its copies this many days after the image's creation.
+    type: int
+  launch_permissions:
+    description:
+      - Accounts, organizations and organizational units the images are shared with. Missing ones are added.
+    type: dict
+    suboptions:
+      user_ids:
+        description: AWS account ids.
+        type: list
+        elements: str
+        default: []
+      organization_arns:
+        description: Organization ARNs.
+        type: list
+        elements: str
+        default: []
+      organizational_unit_arns:
+        description: Organizational unit ARNs.
+        type: list
+        elements: str
+        default: []
+  copy_regions:
+    description:
+      - Regions to copy the image to (the source region is skipped).
+    type: list
+    elements: str
+    default: []
+  copy_kms_key_ids:
+    description:
+      - KMS key per copy region, a dictionary from region name to key id, ARN or alias.
+      - A region listed here gets an encrypted copy.
+    type: dict
+    default: {}
+  copy_encrypted:
+    description:
+      - Encrypt every copy (with the region's default EBS key unless O(copy_kms_key_ids) names one).
+    type: bool
+    default: false
+  ssm_parameter:
+    description:
+      - SSM parameter that receives the image id in each region, with C(DataType=aws:ec2:image).
+    type: str
+  ssm_parameter_description:
+    description:
+      - Description of the SSM parameter.
+    type: str
+  manifest_path:
+    description:
+      - Path of the manifest JSON to write. Its C(builds[].artifact_id) is Packer's C(region:ami,region:ami).
+    type: path
+  manifest_contents:
+    description:
+      - What the image holds (models with revisions, container images with digests, sizes), written to
+        the manifest under C(contents).
+    type: dict
+    default: {}
+  wait_timeout:
+    description:
+      - Seconds to wait for the image and each copy to become available.
+    type: int
+    default: 3600
+  wait_poll_interval:
+    description:
+      - Seconds between two polls of the image states.
+    type: int
+    default: 15
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would be created, tagged, copied, published and written, and does nothing.
+  diff_mode:
+    support: none
+    description: Returns no diff; the C(actions) list says what changed.
+  idempotent:
+    support: full
+    description: A second run with the same options changes nothing.
+notes:
+  - Deprecation uses EnableImageDeprecation, which some AWS emulators do not implement; the module then
+    fails and says so rather than skipping it.
+"""
+
+EXAMPLES = r"""
+- name: Capture the golden image, copy it and publish it
+  burst.golden_ami.golden_ami:
+    region: eu-central-1
+    instance_id: "{{ builder_instance_id }}"
+    name: "burst-golden-v{{ burst_version }}"
+    version: "{{ burst_version }}"
+    build_id: "{{ ci_run_id }}"
+    description: Golden image for burst inference instances
+    block_devices:
+      - device_name: /dev/sda1
+        volume_size: 80
+        volume_type: gp3
+        iops: 6000
+        throughput: 500
+        encrypted: true
+    imds_support: "v2.0"
+    tags:
+      Project: burst
+    deprecate_after_days: 7
+    copy_regions: [eu-west-1]
+    copy_kms_key_ids:
+      eu-west-1: alias/golden-images
+    ssm_parameter: /burst/golden-ami
+    manifest_path: "{{ playbook_dir }}/manifest.json"
+    manifest_contents:
+      models:
+        - id: intfloat/multilingual-e5-large
+          revision: 0123456789abcdef0123456789abcdef01234567
+  delegate_to: localhost
+  register: golden
+
+- name: Show the image of each region
+  ansible.builtin.debug:
+    msg: "{{ golden.images | dict2items | map(attribute='value.image_id') | list }}"
+"""
+
+RETURN = r"""
+image_id:
+  description: Id of the image in the source region; null in check mode when it would be created.
+  returned: always
+  type: str
+  sample: ami-0123456789abcdef0
+name:
+  description: Name of the image.
+  returned: always
+  type: str
+  sample: burst-golden-v1.0
+region:
+  description: Source region.
+  returned: always
+  type: str
+  sample: eu-central-1
+images:
+  description: The image in each region (source and copies) that exists.
+  returned: always
+  type: dict
+  contains:
+    image_id:
+      description: Image id in that region.
+      type: str
+    snapshot_ids:
+      description: Snapshots of the image.
+      type: list
+      elements: str
+    state:
+      description: Image state.
+      type: str
+    tags:
+      description: Image tags.
+      type: dict
+  sample:
+    eu-central-1:
+      image_id: ami-0123456789abcdef0
+      snapshot_ids: [snap-0123456789abcdef0]
+      state: available
+ssm_parameters:
+  description: The SSM parameter in each region and the image id it holds (or would hold).
+  returned: when O(ssm_parameter) is set
+  type: dict
+  sample:
+    eu-central-1:
+      name: /burst/golden-ami
+      value: ami-0123456789abcdef0
+manifest:
+  description: The manifest document; null in check mode when the image would be created.
+  returned: always
+  type: dict
+actions:
+  description: What the module did, or would do in check mode, one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["create image burst-golden-v1.0 from i-0123456789abcdef0 in eu-central-1"]
+"""
+
+import hashlib  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
+    ImageApi,
+    ImageError,
+    ParameterApi,
+    block_device_mappings,
+    default_retry,
+    deprecation_time,
+    image_snapshot_ids,
+    image_tags,
+    same_time,
+    summarize_image,
+    validate_image_name,
+    validate_region_names,
+    validate_ssm_parameter_name,
+    wait_for_images,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._manifest import (  # noqa: E402
+    build_manifest,
+    manifest_differs,
+    write_manifest,
+)
+
+# Tags this module sets besides the user's: the base image of the instance, and on copies their origin.
+BASE_IMAGE_TAG = "BaseImageId"
+
+
+def copy_client_token(source_image_id, region, name):
+    """The same copy request always carries the same token (64 characters at most)."""
+    return hashlib.sha256(f"{source_image_id}:{region}:{name}".encode()).hexdigest()[:64]
+
+
+class GoldenAmi:
+    """Capture, converge, copy and publish one golden image. Needs no Ansible to run.
+
+    ``ec2`` and ``ssm`` are factories: region -> ImageApi / ParameterApi.
+    """
+
+    def __init__(self, params, region, ec2, ssm, check_mode=False, warn=None, sleep=time.sleep, clock=time.monotonic):
+        self.params = params
+        self.region = region
+        self._ec2_factory = ec2
+        self._ssm_factory = ssm
+        self._apis = {}
+        self.check_mode = check_mode
+        self.warn = warn or (lambda message: None)
+        self.sleep = sleep
+        self.clock = clock
+        self.changed = False
+        self.actions = []
+        self.base_image = None
+
+    # -- helpers
+
+    def ec2(self, region):
+        if region not in self._apis:
+            self._apis[region] = self._ec2_factory(region)
+        return self._apis[region]
+
+    def act(self, text):
+        self.changed = True
+        self.actions.append(text)
+
+    @property
+    def build_id(self):
+        return self.params.get("build_id")
+
+    @property
+    def build_id_tag(self):
+        return self.params.get("build_id_tag") or "BuildId"
+
+    def wanted_tags(self):
+        tags = {}
+        if self.build_id:
+            tags[self.build_id_tag] = self.build_id
+        if self.params.get("version"):
+            tags["Version"] = self.params["version"]
+        if self.base_image:
+            tags[BASE_IMAGE_TAG] = self.base_image
+        tags.update({k: str(v) for k, v in (self.params.get("tags") or {}).items()})
+        return tags
+
+    def copy_regions(self):
+        regions = []
+        for region in self.params.get("copy_regions") or []:
+            if region != self.region and region not in regions:
+                regions.append(region)
+        return regions
+
+    # -- checks, before anything changes
+
+    def validate(self):
+        params = self.params
+        validate_image_name(params["name"])
+        if params.get("ssm_parameter"):
+            validate_ssm_parameter_name(params["ssm_parameter"])
+        regions = self.copy_regions()
+        validate_region_names([self.region, *regions])
+        unknown_kms = sorted(set(params.get("copy_kms_key_ids") or {}) - set(regions))
+        if unknown_kms:
+            raise ImageError(f"copy_kms_key_ids names regions that are not in copy_regions: {', '.join(unknown_kms)}")
+        if params.get("deprecate_after_days") is not None and params["deprecate_after_days"] < 1:
+            raise ImageError("deprecate_after_days must be 1 or more")
+        if params.get("wait_timeout", 1) < 1 or params.get("wait_poll_interval", 1) < 1:
+            raise ImageError("wait_timeout and wait_poll_interval must be 1 or more")
+        if regions or params.get("copy_kms_key_ids"):
+            validate_region_names(regions, known_regions=self.ec2(self.region).known_regions())
+        block_device_mappings(params.get("block_devices"))
+
+    def find_own_image(self, region):
+        """The image of this build in ``region``, or None; refuse a name another build holds."""
+        api = self.ec2(region)
+        name = self.params["name"]
+        by_name = api.find_images(name=name)
+        for image in by_name:
+            owner_build = image_tags(image).get(self.build_id_tag)
+            if self.build_id and owner_build != self.build_id and not self._is_untagged_copy(image, region):
+                raise ImageError(
+                    f"Image name {name!r} is already taken in {region} by {image['ImageId']} "
+                    f"(build id {owner_build or 'not set'}, this build is {self.build_id})"
+                )
+        if len(by_name) > 1:
+            ids = ", ".join(i["ImageId"] for i in by_name)
+            raise ImageError(f"Several images are named {name!r} in {region}: {ids}; deregister all but one")
+        if by_name:
+            return by_name[0]
+        if self.build_id:
+            by_build = api.find_images(tags={self.build_id_tag: self.build_id})
+            if by_build:
+                image = by_build[0]
+                self.warn(
+                    f"Build {self.build_id} already made {image['ImageId']} named {image.get('Name')!r} "
+                    f"in {region}; returning it instead of creating {name!r}"
+                )
+                return image
+        return None
+
+    def _is_untagged_copy(self, image, region):
+        """A copy made by an interrupted run of this module: untagged, same name, not in the source region."""
+        return region != self.region and not image_tags(image)
+
+    # -- the steps
+
+    def run(self):
+        self.validate()
+        params = self.params
+        source_api = self.ec2(self.region)
+        source = self.find_own_image(self.region)
+        existing_copies = {region: self.find_own_image(region) for region in self.copy_regions()}
+
+        if source is None:
+            if not params.get("instance_id"):
+                raise ImageError(
+                    f"Image {params['name']!r} does not exist in {self.region} and no instance_id is given"
+                )
+            self.base_image = source_api.get_instance(params["instance_id"]).get("ImageId")
+            if self.check_mode:
+                return self.plan_new_image(existing_copies)
+            source = self.create_image()
+        else:
+            self.base_image = image_tags(source).get(BASE_IMAGE_TAG)
+        source = wait_for_images(
+            [(source_api, source["ImageId"])],
+            params["wait_timeout"],
+            params["wait_poll_interval"],
+            sleep=self.sleep,
+            clock=self.clock,
+        )[self.region]
+        self.converge_image(self.region, source, self.wanted_tags())
+
+        copies = self.ensure_copies(source, existing_copies)
+        copy_tags = dict(self.wanted_tags(), SourceImageId=source["ImageId"], SourceRegion=self.region)
+        for region, image in copies.items():
+            self.converge_image(region, image, copy_tags)
+
+        images = {self.region: source, **copies}
+        images = {region: self.refresh(region, image) for region, image in images.items()}
+        summaries = {region: summarize_image(image, region) for region, image in images.items()}
+        ssm_parameters = self.publish(summaries)
+        if self.params.get("ssm_parameter"):
+            for region in self.copy_regions():
+                if region not in summaries:  # a copy that check mode did not make
+                    self.act(f"publish the copy's image id to SSM parameter {self.params['ssm_parameter']} in {region}")
+        manifest = self.manifest(summaries, source)
+        return self.result(source["ImageId"], summaries, ssm_parameters, manifest)
+
+    def plan_new_image(self, existing_copies):
+        name = self.params["name"]
+        self.act(f"create image {name} from {self.params['instance_id']} in {self.region}")
+        self.act(f"tag image {name} and its snapshots in {self.region}")
+        for region in self.copy_regions():
+            if existing_copies.get(region) is None:
+                self.act(f"copy image {name} to {region}")
+        if self.params.get("ssm_parameter"):
+            for region in [self.region, *self.copy_regions()]:
+                self.act(f"publish the image id to SSM parameter {self.params['ssm_parameter']} in {region}")
+        if self.params.get("manifest_path"):
+            self.act(f"write manifest {self.params['manifest_path']}")
+        return self.result(None, {}, {}, None)
+
+    def create_image(self):
+        params = self.params
+        request = {
+            "InstanceId": params["instance_id"],
+            "Name": params["name"],
+            "NoReboot": bool(params.get("no_reboot")),
+        }
+        if params.get("description"):
+            request["Description"] = params["description"]
+        mappings = block_device_mappings(params.get("block_devices"))
+        if mappings:
+            request["BlockDeviceMappings"] = mappings
+        if params.get("boot_mode"):
+            request["BootModeOverride"] = params["boot_mode"]
+        tags = self.wanted_tags()
+        if tags:
+            # Image tags only: snapshot TagSpecifications are not supported everywhere; the
+            # snapshots are tagged with CreateTags once the image exists.
+            request["TagSpecifications"] = [
+                {"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ]
+        image_id = self.ec2(self.region).create_image(**request)
+        self.act(f"create image {params['name']} ({image_id}) from {params['instance_id']} in {self.region}")
+        return {"ImageId": image_id}
+
+    def ensure_copies(self, source, existing_copies):
+        """Request the missing copies (all at once), then wait for every copy together."""
+        params = self.params
+        pending = []
+        for region in self.copy_regions():
+            api = self.ec2(region)
+            image = existing_copies.get(region)
+            if image is not None:
+                pending.append((api, image["ImageId"]))
+                continue
+            request = {
+                "SourceImageId": source["ImageId"],
+                "SourceRegion": self.region,
+                "Name": params["name"],
+                "ClientToken": copy_client_token(source["ImageId"], region, params["name"]),
+            }
+            if params.get("description"):
+                request["Description"] = params["description"]
+            kms_key = (params.get("copy_kms_key_ids") or {}).get(region)
+            if kms_key or params.get("copy_encrypted"):
+                request["Encrypted"] = True
+            if kms_key:
+                request["KmsKeyId"] = kms_key
+            if self.check_mode:
+                self.act(f"copy image {source['ImageId']} to {region}")
+                continue
+            image_id = api.copy_image(**request)
+            self.act(f"copy image {source['ImageId']} to {region} ({image_id})")
+            pending.append((api, image_id))
+        if not pending:
+            return {}
+        return wait_for_images(
+            pending, params["wait_timeout"], params["wait_poll_interval"], sleep=self.sleep, clock=self.clock
+        )
+
+    def converge_image(self, region, image, tags):
+        """Tags on the image and its snapshots, IMDSv2, launch permissions, deprecation."""
+        api = self.ec2(region)
+        image_id = image["ImageId"]
+        snapshot_ids = image_snapshot_ids(image)
+        current = {image_id: image_tags(image)}
+        current.update(api.resource_tags(snapshot_ids) if snapshot_ids else {})
+        purge = bool(self.params.get("purge_tags"))
+        for resource_id in api.ensure_tags([image_id, *snapshot_ids], tags, purge, self.check_mode, current):
+            self.act(f"tag {resource_id} in {region}")
+
+        if self.params.get("imds_support") == "v2.0" and image.get("ImdsSupport") != "v2.0":
+            self.act(f"require IMDSv2 on {image_id} in {region}")
+            if not self.check_mode:
+                api.require_imds_v2(image_id)
+
+        wanted = self.params.get("launch_permissions") or {}
+        if any(wanted.get(k) for k in ("user_ids", "organization_arns", "organizational_unit_arns")):
+            have = api.launch_permissions(image_id)
+            missing = []
+            for option, key in (
+                ("user_ids", "UserId"),
+                ("organization_arns", "OrganizationArn"),
+                ("organizational_unit_arns", "OrganizationalUnitArn"),
+            ):
+                present = {p.get(key) for p in have}
+                missing.extend({key: value} for value in wanted.get(option) or [] if value not in present)
+            if missing:
+                self.act(f"share {image_id} in {region} with {', '.join(next(iter(p.values())) for p in missing)}")
+                if not self.check_mode:
+                    api.add_launch_permissions(image_id, missing)
+
+        deprecate_at = deprecation_time(
+            image.get("CreationDate"), self.params.get("deprecate_at"), self.params.get("deprecate_after_days")
+        )
+        if deprecate_at and not same_time(deprecate_at, image.get("DeprecationTime")):
+            self.act(f"deprecate {image_id} in {region} at {deprecate_at}")
+            if not self.check_mode:
+                api.enable_deprecation(image_id, deprecate_at)
+
+    def refresh(self, region, image):
+        if self.check_mode:
+            return image
+        return self.ec2(region).get_image(image["ImageId"]) or image
+
+    def publish(self, summaries):
+        """Point the SSM parameter of each region at that region's image; all images are available by now."""
+        name = self.params.get("ssm_parameter")
+        if not name:
+            return {}
+        published = {}
+        for region, summary in summaries.items():
+            ssm = self._ssm_factory(region)
+            if ssm.get_value(name) != summary["image_id"]:
+                self.act(f"publish {summary['image_id']} to SSM parameter {name} in {region}")
+                if not self.check_mode:
+                    ssm.put_image_id(name, summary["image_id"], self.params.get("ssm_parameter_description"))
+            published[region] = {"name": name, "value": summary["image_id"]}
+        return published
+
+    def manifest(self, summaries, source):
+        manifest = build_manifest(
+            name=self.params["name"],
+            source_region=self.region,
+            images_by_region=summaries,
+            build_id=self.build_id,
+            version=self.params.get("version"),
+            source_image=self.base_image,
+            contents=self.params.get("manifest_contents"),
+        )
+        manifest["source_instance"] = source.get("SourceInstanceId")
+        path = self.params.get("manifest_path")
+        if path and manifest_differs(path, manifest):
+            self.act(f"write manifest {path}")
+            if not self.check_mode:
+                try:
+                    write_manifest(path, manifest)
+                except OSError as e:
+                    raise ImageError(f"Failed to write manifest {path}: {e}") from e
+        return manifest
+
+    def result(self, image_id, summaries, ssm_parameters, manifest):
+        result = {
+            "changed": self.changed,
+            "image_id": image_id,
+            "name": self.params["name"],
+            "region": self.region,
+            "images": summaries,
+            "manifest": manifest,
+            "actions": self.actions,
+        }
+        if self.params.get("ssm_parameter"):
+            result["ssm_parameters"] = ssm_parameters
+        return result
+
+
+def main():
+    argument_spec = dict(
+        name=dict(type="str", required=True),
+        version=dict(type="str"),
+        build_id=dict(type="str"),
+        build_id_tag=dict(type="str", default="BuildId"),
+        instance_id=dict(type="str"),
+        description=dict(type="str"),
+        no_reboot=dict(type="bool", default=False),
+        block_devices=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                device_name=dict(type="str", required=True),
+                volume_size=dict(type="int"),
+                volume_type=dict(type="str", choices=["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"]),
+                iops=dict(type="int"),
+                throughput=dict(type="int"),
+                encrypted=dict(type="bool"),
+                kms_key_id=dict(type="str", no_log=False),
+                delete_on_termination=dict(type="bool"),
+                snapshot_id=dict(type="str"),
+                no_device=dict(type="bool", default=False),
+            ),
+        ),
+        boot_mode=dict(type="str", choices=["uefi"]),
+        imds_support=dict(type="str", choices=["v2.0"]),
+        tags=dict(type="dict", default={}),
+        purge_tags=dict(type="bool", default=False),
+        deprecate_at=dict(type="str"),
+        deprecate_after_days=dict(type="int"),
+        launch_permissions=dict(
+            type="dict",
+            options=dict(
+                user_ids=dict(type="list", elements="str", default=[]),
+                organization_arns=dict(type="list", elements="str", default=[]),
+                organizational_unit_arns=dict(type="list", elements="str", default=[]),
+            ),
+        ),
+        copy_regions=dict(type="list", elements="str", default=[]),
+        copy_kms_key_ids=dict(type="dict", default={}, no_log=False),
+        copy_encrypted=dict(type="bool", default=False),
+        ssm_parameter=dict(type="str"),
+        ssm_parameter_description=dict(type="str"),
+        manifest_path=dict(type="path"),
+        manifest_contents=dict(type="dict", default={}),
+        wait_timeout=dict(type="int", default=3600),
+        wait_poll_interval=dict(type="int", default=15),
+    )
+    module = AnsibleAWSModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        mutually_exclusive=[("deprecate_at", "deprecate_after_days")],
+    )
+    region = module.region
+    if not region:
+        module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
+    retry = default_retry()
+
+    def ec2(for_region):
+        return ImageApi(module.client("ec2", retry_decorator=retry, region=for_region), for_region)
+
+    def ssm(for_region):
+        return ParameterApi(module.client("ssm", retry_decorator=retry, region=for_region), for_region)
+
+    params = dict(module.params)
+    if params.get("manifest_path"):
+        params["manifest_path"] = os.path.abspath(params["manifest_path"])
+    build = GoldenAmi(params, region, ec2, ssm, check_mode=module.check_mode, warn=module.warn)
+    try:
+        result = build.run()
+    except ImageError as e:
+        if e.exception is not None:
+            module.fail_json_aws(e.exception, msg=e.message, actions=build.actions)
+        module.fail_json(msg=e.message, actions=build.actions)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
