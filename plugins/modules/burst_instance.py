@@ -1,0 +1,696 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the burst.golden_ami collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: burst_instance
+short_description: Launch or terminate burst instances from the golden image
+version_added: 0.1.0
+description:
+  - Launches O(count) instances from the golden image, found by id, by SSM parameter, or as the newest image of
+    a family (a tag, or a name prefix).
+  - Spot by default, with a maximum price. The instance types of O(instance_types) and the subnets of
+    O(subnet_ids) are tried in order when EC2 has no capacity (C(InsufficientInstanceCapacity),
+    C(SpotMaxPriceTooLow), an instance type the zone does not offer...); with O(spot_fallback_on_demand),
+    every type and subnet is then tried again on demand.
+  - Instances require IMDSv2, are tagged at launch (instance and volumes) with C(Mode=Burst), the job id and
+    O(tags), and are launched with instance-initiated shutdown behaviour C(terminate).
+  - The user data runs the golden image's startup script, optionally mounts EFS and runs a job command, and
+    terminates the instance after the job or after O(max_lifetime) minutes. The lifetime is enforced on the
+    instance itself (a systemd timer), so that it holds when the controller is gone.
+  - Idempotent by O(job_id) - instances carrying the job id tag that are not terminated count towards O(count),
+    and RunInstances gets client tokens derived from the job id, so that a retried request launches nothing twice.
+  - Waits for the instances to run and, with O(health_url), for their healthcheck to answer ready.
+  - O(state=absent) terminates instances by id, by job id or by tags.
+  - The launching code is the collection's module_utils C(_launch), which the bake's builder launch shares and
+    which applications can call directly.
+author:
+  - burst.golden_ami maintainers (@burst)
+options:
+  state:
+    description:
+      - V(present) launches what is missing; V(absent) terminates the matching instances.
+    type: str
+    choices: [present, absent]
+    default: present
+  count:
+    description:
+      - Number of instances for the job.
+    type: int
+    default: 1
+  job_id:
+    description:
+      - Identifier of the job, tagged as O(job_id_tag). Makes the launch idempotent.
+      - Without it, every run launches O(count) new instances.
+    type: str
+  job_id_tag:
+    description:
+      - Tag key that holds O(job_id).
+    type: str
+    default: BurstJobId
+  image_id:
+    description:
+      - Id of the image to launch.
+    type: str
+  image_ssm_parameter:
+    description:
+      - SSM parameter whose value is the image id (as the bake publishes it).
+    type: str
+  image_family:
+    description:
+      - Launch the newest available image of a family.
+    type: dict
+    suboptions:
+      tag_key:
+        description: Tag the images of the family carry.
+        type: str
+      tag_value:
+        description: Value of O(image_family.tag_key); any value when not given.
+        type: str
+      name_prefix:
+        description: Start of the names of the images of the family, for example C(osmose-burst-golden-v).
+        type: str
+      owners:
+        description: Owners of the images (account ids, V(self), V(amazon)).
+        type: list
+        elements: str
+        default: [self]
+  image_version_tag:
+    description:
+      - Image tag that holds the golden image version, returned as RV(instances[].image_version).
+    type: str
+    default: Version
+  instance_types:
+    description:
+      - Instance types, in order of preference. Required with O(state=present).
+    type: list
+    elements: str
+  subnet_ids:
+    description:
+      - Subnets, in order of preference, one per zone to fall back on. Without subnets EC2 picks the default subnet.
+    type: list
+    elements: str
+    default: []
+  security_group_ids:
+    description:
+      - Security groups of the instances.
+    type: list
+    elements: str
+    default: []
+  key_name:
+    description:
+      - Key pair for SSH. Burst instances need none.
+    type: str
+  iam_instance_profile:
+    description:
+      - Instance profile, by name or ARN (for EFS with IAM authorization, for example).
+    type: str
+  market:
+    description:
+      - V(spot) or V(on-demand).
+    type: str
+    choices: [spot, on-demand]
+    default: spot
+  spot_max_price:
+    description:
+      - Highest price to pay per instance-hour, in USD, for example C(1.50). Without it, the on-demand price.
+    type: str
+  spot_fallback_on_demand:
+    description:
+      - When no instance type and subnet has spot capacity, try them all again on demand.
+    type: bool
+    default: false
+  tags:
+    description:
+      - Tags of the instances and their volumes, added to C(Mode=Burst) and the job id tag.
+      - With O(state=absent), instances carrying all these tags are terminated.
+    type: dict
+    default: {}
+  startup_script:
+    description:
+      - Script of the golden image that starts its services; an empty string runs none.
+    type: str
+    default: /opt/burst/startup.sh
+  job_command:
+    description:
+      - Shell command to run once the services are started (a batch job, for example).
+    type: str
+  terminate_after_job:
+    description:
+      - Terminate the instance when O(job_command) ends, whatever its exit status.
+    type: bool
+    default: true
+  max_lifetime:
+    description:
+      - Minutes after boot at which the instance terminates itself, whatever happens; V(0) for no limit.
+    type: int
+    default: 120
+  efs:
+    description:
+      - EFS file system to mount before the startup script and the job run.
+    type: dict
+    suboptions:
+      file_system_id:
+        description: File system id, C(fs-...).
+        type: str
+        required: true
+      mount_point:
+        description: Absolute path to mount it on.
+        type: str
+        required: true
+      mount_options:
+        description: NFS mount options, when amazon-efs-utils is not on the image.
+        type: str
+  extra_user_data:
+    description:
+      - Shell commands added to the user data after the EFS mount and before the startup script.
+    type: str
+  root_volume:
+    description:
+      - Options of the root volume. The image's root device and snapshot are kept.
+    type: dict
+    suboptions:
+      size:
+        description: Size in GiB, at least the size of the image's snapshot.
+        type: int
+      volume_type:
+        description: EBS volume type.
+        type: str
+        choices: [gp2, gp3, io1, io2, st1, sc1, standard]
+      iops:
+        description: Provisioned IOPS (gp3, io1, io2).
+        type: int
+      throughput:
+        description: Throughput in MiB/s (gp3 only).
+        type: int
+      encrypted:
+        description: Encrypt the volume.
+        type: bool
+      kms_key_id:
+        description: KMS key for the encryption.
+        type: str
+      initialization_rate:
+        description:
+          - Provisioned volume initialization rate, 100 to 300 MiB/s (RunInstances' C(VolumeInitializationRate)).
+          - The snapshot's blocks are then fetched at that rate instead of lazily on first read, so that the first
+            model load is not slowed down. Billed by AWS.
+        type: int
+      delete_on_termination:
+        description: Delete the volume with the instance.
+        type: bool
+        default: true
+  metadata_hop_limit:
+    description:
+      - IMDSv2 response hop limit; 2 lets containers reach the instance metadata.
+    type: int
+    default: 2
+  instance_ids:
+    description:
+      - With O(state=absent), instances to terminate.
+    type: list
+    elements: str
+    default: []
+  wait:
+    description:
+      - Wait until the instances run (O(state=present)) or are terminated (O(state=absent)).
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - Seconds to wait for the instances to run or terminate.
+    type: int
+    default: 600
+  health_url:
+    description:
+      - Healthcheck URL of each instance, with fields of RV(instances) in braces, for example
+        C(http://{private_ip_address}:8080/). When given, the module waits until every instance answers ready
+        (HTTP 200, and C(ready) true when the body is JSON with that key).
+    type: str
+  health_timeout:
+    description:
+      - Seconds to wait for every instance to answer ready.
+    type: int
+    default: 600
+  health_interval:
+    description:
+      - Seconds between two rounds of probes.
+    type: int
+    default: 5
+  health_probe_timeout:
+    description:
+      - Seconds one probe may take.
+    type: float
+    default: 3.0
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+attributes:
+  check_mode:
+    support: full
+    description: Finds the image and the existing instances and reports whether it would launch or terminate.
+  diff_mode:
+    support: none
+    description: Returns no diff; RV(launched_ids) and RV(attempts) say what was done.
+  idempotent:
+    support: full
+    description: With O(job_id), a second run launches nothing; terminating what is gone changes nothing.
+notes:
+  - Spot instances are one-time requests that terminate on interruption.
+  - The user data goes to /var/log/burst-user-data.log on the instance.
+"""
+
+EXAMPLES = r"""
+- name: Launch a burst instance from the newest golden image, seed-style
+  burst.golden_ami.burst_instance:
+    region: eu-central-1
+    job_id: "{{ tower_job_id | default('manual') }}"
+    image_ssm_parameter: /burst/golden-ami/latest
+    instance_types: [g6e.xlarge, g6.2xlarge, g5.2xlarge]
+    subnet_ids: [subnet-0123456789abcdef0, subnet-0fedcba9876543210]
+    security_group_ids: [sg-0123456789abcdef0]
+    spot_max_price: "1.50"
+    spot_fallback_on_demand: true
+    root_volume:
+      size: 80
+      volume_type: gp3
+      throughput: 500
+      initialization_rate: 300
+    health_url: "http://{private_ip_address}:8080/"
+    health_timeout: 600
+  register: burst
+
+- name: Run a batch job on EFS data, then terminate (120 min at most)
+  burst.golden_ami.burst_instance:
+    region: us-east-2
+    job_id: "pipeline-{{ recording_id }}"
+    image_family:
+      name_prefix: osmose-burst-golden-v
+    instance_types: [g6e.xlarge]
+    subnet_ids: [subnet-098dc7573fb6bf8bd]
+    security_group_ids: [sg-0906d54ac3d704022, sg-0fc71fc185fe9b5e6]
+    efs:
+      file_system_id: fs-0fdfeb8ca8304e991
+      mount_point: /home/ec2-user/recordings
+    job_command: /home/ec2-user/app/simulate_pipeline.sh
+    max_lifetime: 120
+
+- name: Terminate the job's instances
+  burst.golden_ami.burst_instance:
+    region: eu-central-1
+    state: absent
+    job_id: "{{ tower_job_id }}"
+"""
+
+RETURN = r"""
+instances:
+  description: The job's instances (launched now or before), or those terminated with O(state=absent).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    instance_id:
+      description: Instance id.
+      type: str
+      sample: i-0123456789abcdef0
+    instance_type:
+      description: Instance type it was launched as.
+      type: str
+      sample: g6e.xlarge
+    state:
+      description: Instance state.
+      type: str
+      sample: running
+    availability_zone:
+      description: Zone.
+      type: str
+      sample: eu-central-1a
+    subnet_id:
+      description: Subnet.
+      type: str
+    vpc_id:
+      description: VPC.
+      type: str
+    private_ip_address:
+      description: Private address.
+      type: str
+    public_ip_address:
+      description: Public address, if any.
+      type: str
+    private_dns_name:
+      description: Private DNS name.
+      type: str
+    public_dns_name:
+      description: Public DNS name, if any.
+      type: str
+    launch_time:
+      description: Launch time, UTC.
+      type: str
+      sample: "2026-01-01T00:00:00Z"
+    uptime_seconds:
+      description: Seconds since launch.
+      type: int
+    market:
+      description: V(spot) or V(on-demand).
+      type: str
+    spot_price:
+      description: Current spot price of its type in its zone, USD per hour; null on demand.
+      type: str
+      sample: "1.1700"
+    spot_max_price:
+      description: The maximum price asked for; null on demand or without a maximum.
+      type: str
+      sample: "1.50"
+    image_id:
+      description: Image it was launched from.
+      type: str
+    image_name:
+      description: Name of that image.
+      type: str
+    image_version:
+      description: The image's O(image_version_tag) tag.
+      type: str
+      sample: "1.0"
+    health:
+      description: V(ready), V(starting) or V(unreachable), when O(health_url) is given.
+      type: str
+    tags:
+      description: Tags of the instance.
+      type: dict
+instance_ids:
+  description: Ids of RV(instances).
+  returned: always
+  type: list
+  elements: str
+launched_ids:
+  description: Ids of the instances launched by this run.
+  returned: state=present
+  type: list
+  elements: str
+image:
+  description: The image launched from.
+  returned: state=present
+  type: dict
+  contains:
+    image_id:
+      description: Image id.
+      type: str
+    name:
+      description: Image name.
+      type: str
+    version:
+      description: Its O(image_version_tag) tag.
+      type: str
+    creation_date:
+      description: Creation date.
+      type: str
+attempts:
+  description: Each RunInstances request made, in order, with the error that moved on to the next.
+  returned: state=present
+  type: list
+  elements: dict
+  contains:
+    market:
+      description: V(spot) or V(on-demand).
+      type: str
+    instance_type:
+      description: Instance type.
+      type: str
+    subnet_id:
+      description: Subnet, null for EC2's choice.
+      type: str
+    error_code:
+      description: AWS error code, null for the attempt that launched.
+      type: str
+    error_message:
+      description: AWS error message.
+      type: str
+"""
+
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._launch import (  # noqa: E402
+    ImageRef,
+    Launcher,
+    LaunchError,
+    LaunchRequest,
+    RootVolume,
+    build_user_data,
+    default_retry,
+    health_url,
+    image_version,
+    summarize_instance,
+    wait_healthy,
+)
+
+BURST_TAGS = {"Mode": "Burst"}
+
+
+class BurstInstances:
+    """The module's logic, callable without Ansible: ``present()`` and ``absent()`` return the module's result."""
+
+    def __init__(self, params, launcher, check_mode=False, sleep=None):
+        self.params = params
+        self.launcher = launcher
+        self.check_mode = check_mode
+        self.sleep = sleep
+
+    # -- helpers
+
+    def _identity(self):
+        job_id = self.params.get("job_id")
+        return {self.params["job_id_tag"]: job_id} if job_id else {}
+
+    def _image_ref(self):
+        family = self.params.get("image_family") or {}
+        family_tag = {family["tag_key"]: family.get("tag_value")} if family.get("tag_key") else None
+        if family and family.get("tag_key") and family.get("name_prefix"):
+            raise LaunchError("image_family: give tag_key or name_prefix, not both")
+        if family and not family.get("tag_key") and not family.get("name_prefix"):
+            raise LaunchError("image_family needs tag_key or name_prefix")
+        return ImageRef(
+            image_id=self.params.get("image_id"),
+            ssm_parameter=self.params.get("image_ssm_parameter"),
+            family_tag=family_tag,
+            name_prefix=family.get("name_prefix"),
+            owners=family.get("owners") or ["self"],
+        )
+
+    def _user_data(self):
+        efs = self.params.get("efs") or {}
+        return build_user_data(
+            startup_script=self.params.get("startup_script") or None,
+            job_command=self.params.get("job_command"),
+            efs_file_system_id=efs.get("file_system_id"),
+            efs_mount_point=efs.get("mount_point"),
+            efs_mount_options=efs.get("mount_options"),
+            region=self.launcher.region,
+            terminate_after_job=self.params["terminate_after_job"],
+            max_lifetime_minutes=self.params["max_lifetime"],
+            extra_script=self.params.get("extra_user_data"),
+        )
+
+    def _root_volume(self):
+        options = self.params.get("root_volume") or {}
+        return RootVolume(
+            size=options.get("size"),
+            volume_type=options.get("volume_type"),
+            iops=options.get("iops"),
+            throughput=options.get("throughput"),
+            encrypted=options.get("encrypted"),
+            kms_key_id=options.get("kms_key_id"),
+            initialization_rate=options.get("initialization_rate"),
+            delete_on_termination=options.get("delete_on_termination", True),
+        )
+
+    def _request(self):
+        if not self.params.get("instance_types"):
+            raise LaunchError("instance_types is required with state=present")
+        tags = dict(BURST_TAGS)
+        tags.update(self.params.get("tags") or {})
+        return LaunchRequest(
+            image=self._image_ref(),
+            instance_types=self.params["instance_types"],
+            count=self.params["count"],
+            subnet_ids=self.params.get("subnet_ids"),
+            security_group_ids=self.params.get("security_group_ids"),
+            key_name=self.params.get("key_name"),
+            iam_instance_profile=self.params.get("iam_instance_profile"),
+            market=self.params["market"],
+            spot_max_price=self.params.get("spot_max_price"),
+            spot_fallback_on_demand=self.params["spot_fallback_on_demand"],
+            tags=tags,
+            identity_tag=self._identity(),
+            user_data=self._user_data(),
+            root_volume=self._root_volume(),
+            metadata_hop_limit=self.params["metadata_hop_limit"],
+        )
+
+    def _facts(self, instances, image):
+        prices = {}
+        spot = [(i.get("InstanceType"), (i.get("Placement") or {}).get("AvailabilityZone")) for i in instances]
+        spot = [p for p, i in zip(spot, instances) if i.get("InstanceLifecycle") == "spot"]
+        if spot:
+            try:
+                prices = self.launcher.spot_prices(spot)
+            except LaunchError:
+                prices = {}  # the price is information only: no reason to fail a launch
+        facts = []
+        for instance in instances:
+            key = (instance.get("InstanceType"), (instance.get("Placement") or {}).get("AvailabilityZone"))
+            fact = summarize_instance(
+                instance, image=image, version_tag=self.params["image_version_tag"], spot_price=prices.get(key)
+            )
+            fact["spot_max_price"] = self.params.get("spot_max_price") if fact["market"] == "spot" else None
+            facts.append(fact)
+        return facts
+
+    # -- states
+
+    def present(self):
+        request = self._request()
+        result = self.launcher.launch(request, check_mode=self.check_mode)
+        image = result.image
+        instances = result.instances
+        if not self.check_mode and self.params["wait"] and instances:
+            instances = self.launcher.wait_running(
+                [i["InstanceId"] for i in instances], timeout=self.params["wait_timeout"]
+            )
+        facts = self._facts(instances, image)
+        if self.params.get("health_url") and facts and not self.check_mode:
+            urls = {f["instance_id"]: health_url(self.params["health_url"], f) for f in facts}
+            kwargs = {} if self.sleep is None else {"sleep": self.sleep}
+            health = wait_healthy(
+                urls,
+                timeout=self.params["health_timeout"],
+                interval=self.params["health_interval"],
+                probe_timeout=self.params["health_probe_timeout"],
+                **kwargs,
+            )
+            for fact in facts:
+                fact["health"] = health[fact["instance_id"]][0]
+        return {
+            "changed": result.changed,
+            "instances": facts,
+            "instance_ids": [f["instance_id"] for f in facts],
+            "launched_ids": result.launched_ids,
+            "image": {
+                "image_id": image["ImageId"],
+                "name": image.get("Name"),
+                "version": image_version(image, self.params["image_version_tag"]),
+                "creation_date": image.get("CreationDate"),
+            },
+            "attempts": [a.as_dict() for a in result.attempts],
+        }
+
+    def absent(self):
+        tags = dict(self.params.get("tags") or {})
+        tags.update(self._identity())
+        ids = self.params.get("instance_ids") or []
+        if not tags and not ids:
+            raise LaunchError("state=absent needs instance_ids, job_id or tags, to know which instances to terminate")
+        instances = self.launcher.find_instances(tags=tags, instance_ids=ids or None)
+        facts = self._facts(instances, None)
+        if instances and not self.check_mode:
+            self.launcher.terminate(
+                [i["InstanceId"] for i in instances], wait=self.params["wait"], timeout=self.params["wait_timeout"]
+            )
+            for fact in facts:
+                fact["state"] = "terminated" if self.params["wait"] else "shutting-down"
+        return {"changed": bool(instances), "instances": facts, "instance_ids": [f["instance_id"] for f in facts]}
+
+
+def argument_spec():
+    return dict(
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        count=dict(type="int", default=1),
+        job_id=dict(type="str"),
+        job_id_tag=dict(type="str", default="BurstJobId"),
+        image_id=dict(type="str"),
+        image_ssm_parameter=dict(type="str"),
+        image_family=dict(
+            type="dict",
+            options=dict(
+                tag_key=dict(type="str", no_log=False),
+                tag_value=dict(type="str"),
+                name_prefix=dict(type="str"),
+                owners=dict(type="list", elements="str", default=["self"]),
+            ),
+        ),
+        image_version_tag=dict(type="str", default="Version"),
+        instance_types=dict(type="list", elements="str"),
+        subnet_ids=dict(type="list", elements="str", default=[]),
+        security_group_ids=dict(type="list", elements="str", default=[]),
+        key_name=dict(type="str", no_log=False),
+        iam_instance_profile=dict(type="str"),
+        market=dict(type="str", choices=["spot", "on-demand"], default="spot"),
+        spot_max_price=dict(type="str"),
+        spot_fallback_on_demand=dict(type="bool", default=False),
+        tags=dict(type="dict", default={}),
+        startup_script=dict(type="str", default="/opt/burst/startup.sh"),
+        job_command=dict(type="str"),
+        terminate_after_job=dict(type="bool", default=True),
+        max_lifetime=dict(type="int", default=120),
+        efs=dict(
+            type="dict",
+            options=dict(
+                file_system_id=dict(type="str", required=True),
+                mount_point=dict(type="str", required=True),
+                mount_options=dict(type="str"),
+            ),
+        ),
+        extra_user_data=dict(type="str"),
+        root_volume=dict(
+            type="dict",
+            options=dict(
+                size=dict(type="int"),
+                volume_type=dict(type="str", choices=["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"]),
+                iops=dict(type="int"),
+                throughput=dict(type="int"),
+                encrypted=dict(type="bool"),
+                kms_key_id=dict(type="str", no_log=False),
+                initialization_rate=dict(type="int"),
+                delete_on_termination=dict(type="bool", default=True),
+            ),
+        ),
+        metadata_hop_limit=dict(type="int", default=2),
+        instance_ids=dict(type="list", elements="str", default=[]),
+        wait=dict(type="bool", default=True),
+        wait_timeout=dict(type="int", default=600),
+        health_url=dict(type="str"),
+        health_timeout=dict(type="int", default=600),
+        health_interval=dict(type="int", default=5),
+        health_probe_timeout=dict(type="float", default=3.0),
+    )
+
+
+def main():
+    module = AnsibleAWSModule(
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+        mutually_exclusive=[("image_id", "image_ssm_parameter", "image_family")],
+        required_if=[("state", "present", ("image_id", "image_ssm_parameter", "image_family"), True)],
+    )
+    if not module.region:
+        module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
+    retry = default_retry()
+    ec2 = module.client("ec2", retry_decorator=retry)
+    ssm = module.client("ssm", retry_decorator=retry) if module.params.get("image_ssm_parameter") else None
+    launcher = Launcher(ec2, ssm, region=module.region)
+    logic = BurstInstances(module.params, launcher, check_mode=module.check_mode)
+    try:
+        result = logic.present() if module.params["state"] == "present" else logic.absent()
+    except LaunchError as e:
+        extra = {"attempts": [a.as_dict() for a in e.attempts]}
+        if e.exception is not None:
+            module.fail_json_aws(e.exception, msg=e.message, **extra)
+        module.fail_json(msg=e.message, **extra)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

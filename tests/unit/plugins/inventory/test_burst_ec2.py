@@ -1,0 +1,357 @@
+"""Unit tests of the burst_ec2 inventory plugin.
+
+EC2 is played by botocore's Stubber; the population runs on a real
+InventoryData with a real Templar. Health probes go to a loopback stand-in
+only. The whole plugin, through ansible-inventory and against moto, is the
+integration target tests/integration/targets/burst_ec2.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from ansible.errors import AnsibleError
+from ansible.inventory.data import InventoryData
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+from botocore.stub import ANY, Stubber
+
+from ansible_collections.burst.golden_ami.plugins.inventory.burst_ec2 import InventoryModule, group_name, snake_case
+from localworld.health_stub import HealthStub
+
+DEFAULTS = {
+    "regions": ["eu-central-1"],
+    "filters": {},
+    "burst_tags": {"Mode": "Burst"},
+    "instance_states": ["pending", "running"],
+    "spot_only": True,
+    "hostnames": [],
+    "strict_permissions": True,
+    "image_version_tag": "Version",
+    "group_prefix": "burst_",
+    "burst_groups": True,
+    "instance_vars": "burst",
+    "spot_prices": True,
+    "health": {},
+    "strict": False,
+    "compose": {},
+    "groups": {},
+    "keyed_groups": [],
+    "use_extra_vars": False,
+    "leading_separator": True,
+}
+LAUNCHED = datetime.now(timezone.utc) - timedelta(minutes=5)
+
+
+def _plugin(**options):
+    plugin = InventoryModule()
+    values = dict(DEFAULTS, **options)
+    plugin.get_option = lambda name, hostvars=None: values[name]
+    plugin.inventory = InventoryData()
+    plugin.templar = Templar(loader=DataLoader())
+    return plugin
+
+
+def _instance(instance_id, image_id="ami-00000000000000001", instance_type="g6e.xlarge", lifecycle="spot", **extra):
+    instance = {
+        "InstanceId": instance_id,
+        "ImageId": image_id,
+        "InstanceType": instance_type,
+        "State": {"Code": 16, "Name": "running"},
+        "Placement": {"AvailabilityZone": "eu-central-1a"},
+        "PrivateIpAddress": "10.0.0.7",
+        "PrivateDnsName": "ip-10-0-0-7.eu-central-1.compute.internal",
+        "PublicDnsName": "",
+        "LaunchTime": LAUNCHED,
+        "AmiLaunchIndex": 0,
+        "Tags": [{"Key": "Mode", "Value": "Burst"}, {"Key": "Name", "Value": f"burst-{instance_id[-2:]}"}],
+    }
+    if lifecycle:
+        instance["InstanceLifecycle"] = lifecycle
+    instance.update(extra)
+    return instance
+
+
+def _image(image_id, version):
+    return {"ImageId": image_id, "Name": f"burst-golden-v{version}", "Tags": [{"Key": "Version", "Value": version}]}
+
+
+def _results(*per_region):
+    return [
+        {"region": region, "instances": instances, "images": images, "spot_prices": prices}
+        for region, instances, images, prices in per_region
+    ]
+
+
+def _groups(plugin):
+    return {name: sorted(h.name for h in group.get_hosts()) for name, group in plugin.inventory.groups.items()}
+
+
+def _vars(plugin, host):
+    return plugin.inventory.get_host(host).get_vars()
+
+
+def _client(region="eu-central-1"):
+    return boto3.client(
+        "ec2",
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - not a secret
+        endpoint_url="http://127.0.0.1:9",  # never reached: the Stubber answers
+    )
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def test_file_names_must_end_with_burst_ec2_yml(tmp_path):
+    plugin = InventoryModule()
+    for name, expected in (("prod.burst_ec2.yml", True), ("prod.burst_ec2.yaml", True), ("prod.aws_ec2.yml", False)):
+        path = tmp_path / name
+        path.write_text("plugin: burst.golden_ami.burst_ec2\n")
+        assert plugin.verify_file(str(path)) is expected
+
+
+def test_snake_case_keeps_tags_as_a_dict():
+    assert snake_case(
+        {"InstanceId": "i-1", "Placement": {"AvailabilityZone": "a"}, "Tags": [{"Key": "K", "Value": "V"}]}
+    ) == {
+        "instance_id": "i-1",
+        "placement": {"availability_zone": "a"},
+        "tags": {"K": "V"},
+    }
+
+
+def test_group_names_are_identifiers():
+    assert group_name("burst_version", "1.0") == "burst_version_1_0"
+    assert group_name("burst_zone", "eu-central-1a") == "burst_zone_eu_central_1a"
+
+
+# ---------------------------------------------------------------- query
+
+
+def test_one_region_is_one_describe_instances_one_describe_images_and_one_price_request():
+    plugin = _plugin()
+    client = _client()
+    now = datetime.now(timezone.utc)
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "describe_instances",
+            {
+                "Reservations": [
+                    {
+                        "ReservationId": "r-1",
+                        "OwnerId": "123456789012",
+                        "Instances": [
+                            _instance("i-0000000000000000a"),
+                            _instance("i-0000000000000000b", image_id="ami-00000000000000002"),
+                            _instance("i-0000000000000000c", lifecycle=None),
+                        ],
+                    }
+                ]
+            },
+            {
+                "Filters": [
+                    {"Name": "tag:Mode", "Values": ["Burst"]},
+                    {"Name": "instance-state-name", "Values": ["pending", "running"]},
+                ],
+                "MaxResults": 1000,
+            },
+        )
+        stubber.add_response(
+            "describe_images",
+            {"Images": [_image("ami-00000000000000001", "1.0"), _image("ami-00000000000000002", "2.0")]},
+            {"ImageIds": ["ami-00000000000000001", "ami-00000000000000002"]},
+        )
+        stubber.add_response(
+            "describe_spot_price_history",
+            {
+                "SpotPriceHistory": [
+                    {
+                        "AvailabilityZone": "eu-central-1a",
+                        "InstanceType": "g6e.xlarge",
+                        "ProductDescription": "Linux/UNIX",
+                        "SpotPrice": "1.17",
+                        "Timestamp": now,
+                    }
+                ]
+            },
+            {"InstanceTypes": ["g6e.xlarge"], "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY},
+        )
+        result = plugin._query_region(client, "eu-central-1", plugin._server_filters(), plugin._settings())
+    assert [i["InstanceId"] for i in result["instances"]] == ["i-0000000000000000a", "i-0000000000000000b"]
+    assert sorted(result["images"]) == ["ami-00000000000000001", "ami-00000000000000002"]
+    assert result["spot_prices"] == [["g6e.xlarge", "eu-central-1a", "1.17"]]
+    # instance_vars=burst: only the fields the host variables use are kept.
+    assert "AmiLaunchIndex" not in result["instances"][0]
+
+
+def test_filters_add_to_the_burst_defaults_and_may_override_the_states():
+    plugin = _plugin(filters={"tag:Team": "ml", "instance-state-name": ["stopped"]})
+    assert plugin._server_filters() == [
+        {"Name": "tag:Team", "Values": ["ml"]},
+        {"Name": "instance-state-name", "Values": ["stopped"]},
+        {"Name": "tag:Mode", "Values": ["Burst"]},
+    ]
+
+
+@pytest.mark.parametrize(("strict", "expected"), [(False, "skipped"), (True, "fails")])
+def test_unauthorized_regions(strict, expected):
+    plugin = _plugin(strict_permissions=strict)
+    client = _client()
+    with Stubber(client) as stubber:
+        stubber.add_client_error("describe_instances", service_error_code="UnauthorizedOperation")
+        if expected == "skipped":
+            assert plugin._query_region(client, "eu-central-1", [], plugin._settings())["instances"] == []
+        else:
+            with pytest.raises(Exception, match="Failed to describe instances in eu-central-1"):
+                plugin._query_region(client, "eu-central-1", [], plugin._settings())
+
+
+def test_regions_are_queried_at_the_same_time(monkeypatch):
+    regions = ["eu-central-1", "us-east-2", "eu-west-1"]
+    plugin = _plugin(regions=regions, spot_prices=False)
+    clients = {region: _client(region) for region in regions}
+    # Each request waits until every region's request has started: run one after another, it would time out.
+    barrier = threading.Barrier(len(regions), timeout=10)
+    stubbers = []
+    for n, (_region, client) in enumerate(clients.items()):
+        client.meta.events.register("before-parameter-build.ec2.DescribeInstances", lambda **_: barrier.wait())
+        stubber = Stubber(client)
+        stubber.add_response("describe_instances", {"Reservations": [{"Instances": [_instance(f"i-{n:017x}")]}]})
+        stubber.add_response("describe_images", {"Images": [_image("ami-00000000000000001", "1.0")]})
+        stubber.activate()
+        stubbers.append(stubber)
+    monkeypatch.setattr(plugin, "_ec2_clients", lambda names: [(clients[n], n) for n in names])
+    start = time.monotonic()
+    results = plugin._query(plugin._settings())
+    assert time.monotonic() - start < 10
+    assert [r["region"] for r in results] == regions
+    for stubber in stubbers:
+        stubber.assert_no_pending_responses()
+
+
+# ---------------------------------------------------------------- population
+
+
+def _two_region_results():
+    return _results(
+        (
+            "eu-central-1",
+            [_instance("i-0000000000000000a"), _instance("i-0000000000000000b", instance_type="g5.2xlarge")],
+            {"ami-00000000000000001": _image("ami-00000000000000001", "1.0")},
+            [["g6e.xlarge", "eu-central-1a", "1.17"]],
+        ),
+        (
+            "us-east-2",
+            [
+                _instance(
+                    "i-0000000000000000c",
+                    image_id="ami-00000000000000009",
+                    Placement={"AvailabilityZone": "us-east-2b"},
+                )
+            ],
+            {},  # the image is gone: the version is unknown
+            [],
+        ),
+    )
+
+
+def test_groups_and_host_variables():
+    plugin = _plugin(
+        hostnames=["instance-id"],
+        keyed_groups=[{"key": trust_as_template("tags.Name"), "prefix": "name"}],
+        groups={"g6e": trust_as_template("instance_type == 'g6e.xlarge'")},
+        compose={"ansible_host": trust_as_template("private_ip_address")},
+    )
+    plugin._populate(_two_region_results(), plugin._settings())
+    groups = _groups(plugin)
+    assert groups["burst"] == ["i-0000000000000000a", "i-0000000000000000b", "i-0000000000000000c"]
+    assert groups["burst_version_1_0"] == ["i-0000000000000000a", "i-0000000000000000b"]
+    assert groups["burst_version_unknown"] == ["i-0000000000000000c"]
+    assert groups["burst_type_g5_2xlarge"] == ["i-0000000000000000b"]
+    assert groups["burst_zone_us_east_2b"] == ["i-0000000000000000c"]
+    assert groups["burst_region_eu_central_1"] == ["i-0000000000000000a", "i-0000000000000000b"]
+    assert groups["burst_market_spot"] == groups["burst"]
+    assert groups["g6e"] == ["i-0000000000000000a", "i-0000000000000000c"]
+    assert groups["name_burst_0a"] == ["i-0000000000000000a"]
+    assert "burst_ready" not in groups  # health is off by default
+
+    host = _vars(plugin, "i-0000000000000000a")
+    assert host["burst_image_version"] == "1.0"
+    assert host["burst_image_name"] == "burst-golden-v1.0"
+    assert host["burst_spot_price"] == "1.17"
+    assert host["burst_market"] == "spot"
+    assert host["burst_region"] == "eu-central-1"
+    assert host["burst_launch_time"] == LAUNCHED.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert 290 <= host["burst_uptime_seconds"] <= 400
+    assert host["placement"] == {"availability_zone": "eu-central-1a", "region": "eu-central-1"}
+    assert host["tags"] == {"Mode": "Burst", "Name": "burst-0a"}
+    assert host["ansible_host"] == "10.0.0.7"
+    assert "ami_launch_index" not in host
+    assert _vars(plugin, "i-0000000000000000b")["burst_spot_price"] is None  # no price for its type and zone
+
+
+def test_all_instance_vars_as_aws_ec2_sets_them():
+    plugin = _plugin(instance_vars="all", hostnames=["instance-id"])
+    plugin._populate(_two_region_results(), plugin._settings())
+    assert _vars(plugin, "i-0000000000000000a")["ami_launch_index"] == 0
+
+
+def test_host_names_follow_the_preferences():
+    plugin = _plugin(
+        hostnames=[
+            "dns-name",  # empty in these instances: skipped
+            {"name": "tag:Name", "prefix": "burst_region", "separator": "-"},
+        ]
+    )
+    plugin._populate(_two_region_results(), plugin._settings())
+    assert sorted(plugin.inventory.hosts) == ["eu-central-1-burst-0a", "eu-central-1-burst-0b", "us-east-2-burst-0c"]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(AnsibleError, match="Unknown health options: interval"):
+        _plugin(health={"enabled": True, "interval": 3})._settings()
+    with pytest.raises(AnsibleError, match="needs a 'name' key"):
+        _plugin(hostnames=[{"prefix": "x"}])._settings()
+    with pytest.raises(AnsibleError, match="more than 0 seconds"):
+        _plugin(health={"enabled": True, "timeout": 0})._settings()
+
+
+def test_health_probes_run_at_once_and_group_the_hosts():
+    hosts = [f"i-{n:017x}" for n in range(30)]
+    with HealthStub() as stub:
+        # Per host: the first 10 ready, the next 10 loading, the last 10 hang. Only loopback is contacted.
+        compose = {
+            "burst_health_url": trust_as_template(
+                f"'http://127.0.0.1:{stub.port}/' ~ "
+                "(['ready', 'loading', 'hang'][(instance_id[2:] | int(base=16)) // 10]) ~ '/' ~ instance_id"
+            )
+        }
+        plugin = _plugin(hostnames=["instance-id"], compose=compose, health={"enabled": True, "timeout": 1.0})
+        results = _results(("eu-central-1", [_instance(h) for h in hosts], {}, []))
+        start = time.monotonic()
+        plugin._populate(results, plugin._settings())
+        elapsed = time.monotonic() - start
+    groups = _groups(plugin)
+    assert groups["burst_ready"] == hosts[:10]
+    assert groups["burst_starting"] == hosts[10:20]
+    assert groups["burst_unreachable"] == hosts[20:]
+    assert _vars(plugin, hosts[0])["burst_health"] == "ready"
+    assert "timed out" in _vars(plugin, hosts[-1])["burst_health_detail"]
+    # Ten hanging hosts cost one timeout, not ten.
+    assert elapsed < 2 * 1.0
+
+
+def test_health_url_template_uses_the_host_fields():
+    with HealthStub() as stub:
+        plugin = _plugin(
+            hostnames=["instance-id"],
+            health={"enabled": True, "timeout": 1.0, "url": f"http://127.0.0.1:{stub.port}/ready/{{instance_id}}"},
+        )
+        plugin._populate(_two_region_results(), plugin._settings())
+    assert _groups(plugin)["burst_ready"] == ["i-0000000000000000a", "i-0000000000000000b", "i-0000000000000000c"]

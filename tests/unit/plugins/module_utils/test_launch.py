@@ -1,0 +1,737 @@
+"""Unit tests of the shared launcher (plugins/module_utils/_launch.py).
+
+botocore's Stubber plays EC2 and SSM, so that capacity errors, which moto never
+gives, can be answered in any order; the Stubber also checks every request
+against botocore's model of the API.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import subprocess
+import threading
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from ansible_collections.burst.golden_ami.plugins.module_utils import _launch
+from ansible_collections.burst.golden_ami.plugins.module_utils._launch import (
+    ImageRef,
+    Launcher,
+    LaunchError,
+    LaunchRequest,
+    RootVolume,
+    build_user_data,
+    client_token,
+    probe_health_many,
+    summarize_instance,
+    wait_healthy,
+)
+
+REGION = "eu-central-1"
+IMAGE_ID = "ami-0123456789abcdef0"
+SUBNETS = ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]
+IMAGE = {
+    "ImageId": IMAGE_ID,
+    "Name": "burst-golden-v1.2",
+    "State": "available",
+    "CreationDate": "2026-01-02T03:04:05.000Z",
+    "RootDeviceName": "/dev/sda1",
+    "BlockDeviceMappings": [
+        {"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": "snap-0123456789abcdef0", "VolumeSize": 60}}
+    ],
+    "Tags": [{"Key": "Version", "Value": "1.2"}],
+}
+
+
+def _client(service):
+    return boto3.client(
+        service,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - not a secret
+        endpoint_url="http://127.0.0.1:9",  # never reached: the Stubber answers
+    )
+
+
+@pytest.fixture
+def ec2():
+    client = _client("ec2")
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()
+
+
+@pytest.fixture
+def launcher(ec2):
+    client, _stubber = ec2
+    return Launcher(client, region=REGION, sleep=lambda _s: None)
+
+
+def _instance(
+    instance_id, instance_type="g6e.xlarge", state="running", lifecycle="spot", zone="eu-central-1a", **extra
+):
+    instance = {
+        "InstanceId": instance_id,
+        "InstanceType": instance_type,
+        "ImageId": IMAGE_ID,
+        "State": {"Code": 16, "Name": state},
+        "Placement": {"AvailabilityZone": zone},
+        "PrivateIpAddress": "10.0.0.5",
+        "LaunchTime": datetime(2026, 1, 1, tzinfo=timezone.utc),
+        "Tags": [{"Key": "Mode", "Value": "Burst"}],
+    }
+    if lifecycle:
+        instance["InstanceLifecycle"] = lifecycle
+    instance.update(extra)
+    return instance
+
+
+def _reservations(*instances):
+    return {"Reservations": [{"ReservationId": "r-0123456789abcdef0", "Instances": list(instances)}]}
+
+
+def _request(**overrides):
+    params = dict(
+        image=ImageRef(image_id=IMAGE_ID),
+        instance_types=["g6e.xlarge", "g6.2xlarge"],
+        subnet_ids=SUBNETS,
+        spot_max_price="1.50",
+        tags={"Mode": "Burst"},
+        identity_tag={"BurstJobId": "job-42"},
+    )
+    params.update(overrides)
+    return LaunchRequest(**params)
+
+
+def _expect_image_and_existing(stubber, existing=()):
+    stubber.add_response("describe_images", {"Images": [IMAGE]}, {"ImageIds": [IMAGE_ID]})
+    stubber.add_response("describe_instances", _reservations(*existing) if existing else {"Reservations": []})
+
+
+def _capacity(stubber, code, message="no capacity"):
+    stubber.add_client_error("run_instances", service_error_code=code, service_message=message, http_status_code=400)
+
+
+# ---------------------------------------------------------------- fallback order
+
+
+def test_capacity_errors_fall_back_over_subnets_then_types_then_on_demand(ec2, launcher):
+    _client, stubber = ec2
+    _expect_image_and_existing(stubber)
+    _capacity(stubber, "InsufficientInstanceCapacity")
+    _capacity(
+        stubber,
+        "Unsupported",
+        "Your requested instance type (g6e.xlarge) is not supported in your requested Availability Zone",
+    )
+    _capacity(stubber, "SpotMaxPriceTooLow")
+    _capacity(stubber, "MaxSpotInstanceCountExceeded")
+    # The first on-demand attempt: no InstanceMarketOptions at all.
+    stubber.add_response(
+        "run_instances",
+        {"Instances": [_instance("i-0123456789abcdef0", lifecycle=None)]},
+        {
+            "ImageId": IMAGE_ID,
+            "InstanceType": "g6e.xlarge",
+            "SubnetId": SUBNETS[0],
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": client_token("BurstJobId", "job-42", "on-demand", "g6e.xlarge", SUBNETS[0], 0),
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": ANY,
+            "TagSpecifications": ANY,
+        },
+    )
+    result = launcher.launch(_request(spot_fallback_on_demand=True))
+
+    assert result.changed is True
+    assert result.launched_ids == ["i-0123456789abcdef0"]
+    assert result.market == "on-demand"
+    tried = [(a.market, a.instance_type, a.subnet_id, a.error_code) for a in result.attempts]
+    assert tried == [
+        ("spot", "g6e.xlarge", SUBNETS[0], "InsufficientInstanceCapacity"),
+        ("spot", "g6e.xlarge", SUBNETS[1], "Unsupported"),
+        ("spot", "g6.2xlarge", SUBNETS[0], "SpotMaxPriceTooLow"),
+        ("spot", "g6.2xlarge", SUBNETS[1], "MaxSpotInstanceCountExceeded"),
+        ("on-demand", "g6e.xlarge", SUBNETS[0], None),
+    ]
+
+
+def test_spot_request_carries_max_price_imdsv2_tags_and_volume_options(ec2, launcher):
+    _client, stubber = ec2
+    _expect_image_and_existing(stubber)
+    tags = [{"Key": "Mode", "Value": "Burst"}, {"Key": "BurstJobId", "Value": "job-42"}]
+    stubber.add_response(
+        "run_instances",
+        {"Instances": [_instance("i-0123456789abcdef0"), _instance("i-0123456789abcdef1")]},
+        {
+            "ImageId": IMAGE_ID,
+            "InstanceType": "g6e.xlarge",
+            "SubnetId": SUBNETS[0],
+            "MinCount": 2,
+            "MaxCount": 2,
+            "ClientToken": ANY,
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": tags},
+                {"ResourceType": "volume", "Tags": tags},
+            ],
+            "InstanceMarketOptions": {
+                "MarketType": "spot",
+                "SpotOptions": {
+                    "SpotInstanceType": "one-time",
+                    "InstanceInterruptionBehavior": "terminate",
+                    "MaxPrice": "1.50",
+                },
+            },
+            "BlockDeviceMappings": [
+                {
+                    "DeviceName": "/dev/sda1",
+                    "Ebs": {
+                        "DeleteOnTermination": True,
+                        "VolumeSize": 80,
+                        "VolumeType": "gp3",
+                        "Iops": 6000,
+                        "Throughput": 500,
+                        "KmsKeyId": "alias/burst",
+                        "Encrypted": True,
+                        "VolumeInitializationRate": 300,
+                    },
+                }
+            ],
+            "UserData": "#!/bin/bash\ntrue\n",
+            "SecurityGroupIds": ["sg-0123456789abcdef0"],
+            "IamInstanceProfile": {"Name": "burst-worker"},
+        },
+    )
+    request = _request(
+        count=2,
+        user_data="#!/bin/bash\ntrue\n",
+        security_group_ids=["sg-0123456789abcdef0"],
+        iam_instance_profile="burst-worker",
+        root_volume=RootVolume(
+            size=80, volume_type="gp3", iops=6000, throughput=500, kms_key_id="alias/burst", initialization_rate=300
+        ),
+    )
+    result = launcher.launch(request)
+    assert result.instance_ids == ["i-0123456789abcdef0", "i-0123456789abcdef1"]
+    assert result.market == "spot"
+
+
+def test_other_errors_stop_at_once(ec2, launcher):
+    _client, stubber = ec2
+    _expect_image_and_existing(stubber)
+    stubber.add_client_error("run_instances", service_error_code="InvalidParameterValue", service_message="bad key")
+    with pytest.raises(LaunchError, match="bad key") as caught:
+        launcher.launch(_request(spot_fallback_on_demand=True))
+    assert [a.error_code for a in caught.value.attempts] == ["InvalidParameterValue"]
+
+
+def test_unsupported_for_another_reason_is_not_a_capacity_error(ec2, launcher):
+    _client, stubber = ec2
+    _expect_image_and_existing(stubber)
+    _capacity(stubber, "Unsupported", "The requested configuration is currently not supported.")
+    with pytest.raises(LaunchError, match="not supported"):
+        launcher.launch(_request())
+
+
+def test_no_capacity_anywhere_names_every_attempt(ec2, launcher):
+    _client, stubber = ec2
+    _expect_image_and_existing(stubber)
+    for _attempt in range(4):
+        _capacity(stubber, "InsufficientInstanceCapacity")
+    with pytest.raises(LaunchError, match="No capacity") as caught:
+        launcher.launch(_request())
+    assert len(caught.value.attempts) == 4
+    assert "g6.2xlarge/subnet-0bbbbbbbbbbbbbbbb/spot" in caught.value.message
+
+
+# ---------------------------------------------------------------- idempotence
+
+
+def test_existing_instances_of_the_job_launch_nothing(ec2, launcher):
+    _client, stubber = ec2
+    stubber.add_response("describe_images", {"Images": [IMAGE]}, {"ImageIds": [IMAGE_ID]})
+    stubber.add_response(
+        "describe_instances",
+        _reservations(_instance("i-0123456789abcdef0"), _instance("i-0123456789abcdef1")),
+        {
+            "Filters": [
+                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+                {"Name": "tag:BurstJobId", "Values": ["job-42"]},
+            ]
+        },
+    )
+    result = launcher.launch(_request(count=2))
+    assert result.changed is False
+    assert result.instance_ids == ["i-0123456789abcdef0", "i-0123456789abcdef1"]
+    assert result.attempts == []
+
+
+def test_a_missing_instance_is_launched_with_a_token_that_counts_the_existing(ec2, launcher):
+    _client, stubber = ec2
+    _expect_image_and_existing(stubber, [_instance("i-0123456789abcdef0")])
+    stubber.add_response(
+        "run_instances",
+        {"Instances": [_instance("i-0123456789abcdef1")]},
+        {
+            "ImageId": IMAGE_ID,
+            "InstanceType": "g6e.xlarge",
+            "SubnetId": SUBNETS[0],
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": client_token("BurstJobId", "job-42", "spot", "g6e.xlarge", SUBNETS[0], 1),
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": ANY,
+            "TagSpecifications": ANY,
+            "InstanceMarketOptions": ANY,
+        },
+    )
+    result = launcher.launch(_request(count=2))
+    assert result.changed is True
+    assert result.launched_ids == ["i-0123456789abcdef1"]
+    assert result.instance_ids == ["i-0123456789abcdef0", "i-0123456789abcdef1"]
+
+
+def test_check_mode_launches_nothing(ec2, launcher):
+    _client, stubber = ec2
+    _expect_image_and_existing(stubber)
+    result = launcher.launch(_request(), check_mode=True)
+    assert result.changed is True
+    assert result.instances == []
+
+
+def test_client_tokens_are_stable_and_distinct():
+    one = client_token("BurstJobId", "job-42", "spot", "g6e.xlarge", SUBNETS[0], 0)
+    assert one == client_token("BurstJobId", "job-42", "spot", "g6e.xlarge", SUBNETS[0], 0)
+    assert one != client_token("BurstJobId", "job-42", "spot", "g6e.xlarge", SUBNETS[1], 0)
+    assert one != client_token("BurstJobId", "job-43", "spot", "g6e.xlarge", SUBNETS[0], 0)
+    assert len(one) <= 64 and one.isascii()
+
+
+# ---------------------------------------------------------------- images
+
+
+def test_image_by_ssm_parameter():
+    ec2_client, ssm_client = _client("ec2"), _client("ssm")
+    with Stubber(ec2_client) as ec2_stub, Stubber(ssm_client) as ssm_stub:
+        ssm_stub.add_response(
+            "get_parameter",
+            {"Parameter": {"Name": "/burst/golden", "Value": IMAGE_ID, "Type": "String"}},
+            {"Name": "/burst/golden"},
+        )
+        ec2_stub.add_response("describe_images", {"Images": [IMAGE]}, {"ImageIds": [IMAGE_ID]})
+        image = Launcher(ec2_client, ssm_client).resolve_image(ImageRef(ssm_parameter="/burst/golden"))
+    assert image["ImageId"] == IMAGE_ID
+
+
+def test_missing_ssm_parameter_is_named():
+    ssm_client = _client("ssm")
+    with Stubber(ssm_client) as ssm_stub:
+        ssm_stub.add_client_error("get_parameter", service_error_code="ParameterNotFound")
+        with pytest.raises(LaunchError, match="SSM parameter /burst/nope not found"):
+            Launcher(_client("ec2"), ssm_client).resolve_image(ImageRef(ssm_parameter="/burst/nope"))
+
+
+def _family_image(image_id, created, name="burst-golden-v1"):
+    return dict(IMAGE, ImageId=image_id, CreationDate=created, Name=name)
+
+
+def test_newest_image_of_a_tag_family(ec2, launcher):
+    _client, stubber = ec2
+    stubber.add_response(
+        "describe_images",
+        {
+            "Images": [
+                _family_image("ami-0000000000000000a", "2026-01-01T00:00:00.000Z"),
+                _family_image("ami-0000000000000000c", "2026-03-01T00:00:00.000Z"),
+                _family_image("ami-0000000000000000b", "2026-02-01T00:00:00.000Z"),
+            ]
+        },
+        {
+            "Owners": ["self"],
+            "Filters": [{"Name": "state", "Values": ["available"]}, {"Name": "tag:Family", "Values": ["burst"]}],
+        },
+    )
+    image = launcher.resolve_image(ImageRef(family_tag={"Family": "burst"}))
+    assert image["ImageId"] == "ami-0000000000000000c"
+
+
+def test_newest_image_by_name_prefix_ignores_lookalikes(ec2, launcher):
+    _client, stubber = ec2
+    stubber.add_response(
+        "describe_images",
+        {
+            "Images": [
+                _family_image("ami-0000000000000000a", "2026-01-01T00:00:00.000Z", "burst-golden-v1"),
+                # A filter that is looser than the prefix must not win.
+                _family_image("ami-0000000000000000d", "2026-05-01T00:00:00.000Z", "other-burst-golden-v9"),
+            ]
+        },
+    )
+    image = launcher.resolve_image(ImageRef(name_prefix="burst-golden-v"))
+    assert image["ImageId"] == "ami-0000000000000000a"
+
+
+def test_no_image_in_the_family_is_an_error(ec2, launcher):
+    _client, stubber = ec2
+    stubber.add_response("describe_images", {"Images": []})
+    with pytest.raises(LaunchError, match=r"No available image found .* newest image named burst-golden-v"):
+        launcher.resolve_image(ImageRef(name_prefix="burst-golden-v"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one way"),
+        ({"image_id": IMAGE_ID, "name_prefix": "x"}, "exactly one way"),
+        ({"image_id": "ami-xyz"}, "Invalid image id"),
+        ({"family_tag": {"A": "1", "B": "2"}}, "single key"),
+    ],
+)
+def test_bad_image_references(kwargs, message):
+    with pytest.raises(LaunchError, match=message):
+        ImageRef(**kwargs)
+
+
+# ---------------------------------------------------------------- requests and volumes
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"instance_types": []}, "at least one instance type"),
+        ({"instance_types": ["g6e"]}, "Invalid instance type"),
+        ({"instance_types": ["g6e.xlarge", "g6e.xlarge"]}, "listed twice"),
+        ({"count": 0}, "Invalid count"),
+        ({"subnet_ids": ["subnet-zz"]}, "Invalid subnet id"),
+        ({"spot_max_price": "cheap"}, "Invalid spot maximum price"),
+        ({"spot_max_price": "0"}, "Invalid spot maximum price"),
+        ({"market": "on-demand"}, "needs market spot"),
+        ({"market": "reserved", "spot_max_price": None}, "Invalid market"),
+        ({"tags": {"aws:cloudformation": "x"}}, "aws: prefix"),
+        ({"metadata_hop_limit": 0}, "hop limit"),
+    ],
+)
+def test_bad_requests_are_refused(overrides, message):
+    with pytest.raises(LaunchError, match=message):
+        _request(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"initialization_rate": 50}, "100 to 300 MiB/s"),
+        ({"initialization_rate": 301}, "100 to 300 MiB/s"),
+        ({"volume_type": "gp2", "throughput": 200}, "gp3 volumes only"),
+        ({"volume_type": "gp2", "iops": 3000}, "IOPS apply"),
+        ({"size": 0}, "Invalid root volume size"),
+        ({"encrypted": False, "kms_key_id": "alias/x"}, "needs encryption"),
+    ],
+)
+def test_bad_root_volumes_are_refused(kwargs, message):
+    with pytest.raises(LaunchError, match=message):
+        RootVolume(**kwargs)
+
+
+def test_root_volume_smaller_than_the_snapshot_is_refused():
+    with pytest.raises(LaunchError, match="smaller than the 60 GiB snapshot"):
+        RootVolume(size=40).block_device_mapping(IMAGE)
+
+
+def test_initialization_rate_needs_a_snapshot():
+    image = dict(IMAGE, BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 8}}])
+    with pytest.raises(LaunchError, match="only to volumes created from a snapshot"):
+        RootVolume(initialization_rate=200).block_device_mapping(image)
+
+
+def test_default_root_volume_changes_nothing():
+    assert RootVolume().block_device_mapping(IMAGE) is None
+
+
+# ---------------------------------------------------------------- waiting, terminating, prices
+
+
+def test_wait_running_polls_until_running(ec2, launcher):
+    _client, stubber = ec2
+    stubber.add_client_error("describe_instances", service_error_code="InvalidInstanceID.NotFound")
+    stubber.add_response("describe_instances", _reservations(_instance("i-0123456789abcdef0", state="pending")))
+    stubber.add_response("describe_instances", _reservations(_instance("i-0123456789abcdef0")))
+    instances = launcher.wait_running(["i-0123456789abcdef0"], poll_interval=0)
+    assert instances[0]["State"]["Name"] == "running"
+
+
+def test_wait_running_fails_on_a_terminated_instance(ec2, launcher):
+    _client, stubber = ec2
+    gone = _instance(
+        "i-0123456789abcdef0",
+        state="terminated",
+        StateReason={"Code": "x", "Message": "Server.SpotInstanceTermination"},
+    )
+    stubber.add_response("describe_instances", _reservations(gone))
+    with pytest.raises(LaunchError, match="SpotInstanceTermination"):
+        launcher.wait_running(["i-0123456789abcdef0"])
+
+
+def test_wait_running_times_out(ec2):
+    client, stubber = ec2
+    ticks = iter(range(0, 1000, 10))
+    launcher = Launcher(client, region=REGION, sleep=lambda _s: None, clock=lambda: next(ticks))
+    for _poll in range(3):
+        stubber.add_response("describe_instances", _reservations(_instance("i-0123456789abcdef0", state="pending")))
+    with pytest.raises(LaunchError, match="Timed out after 25s waiting for i-0123456789abcdef0"):
+        launcher.wait_running(["i-0123456789abcdef0"], timeout=25)
+
+
+def test_terminate_then_wait(ec2, launcher):
+    _client, stubber = ec2
+    stubber.add_response("terminate_instances", {"TerminatingInstances": []}, {"InstanceIds": ["i-0123456789abcdef0"]})
+    stubber.add_response("describe_instances", _reservations(_instance("i-0123456789abcdef0", state="shutting-down")))
+    stubber.add_response("describe_instances", {"Reservations": []})
+    assert launcher.terminate(["i-0123456789abcdef0"], wait=True, poll_interval=0) == ["i-0123456789abcdef0"]
+
+
+def test_spot_prices_keep_the_newest_linux_price(ec2, launcher):
+    _client, stubber = ec2
+    now = datetime.now(timezone.utc)
+    stubber.add_response(
+        "describe_spot_price_history",
+        {
+            "SpotPriceHistory": [
+                {
+                    "AvailabilityZone": "eu-central-1a",
+                    "InstanceType": "g6e.xlarge",
+                    "ProductDescription": "Linux/UNIX",
+                    "SpotPrice": "1.10",
+                    "Timestamp": now - timedelta(hours=1),
+                },
+                {
+                    "AvailabilityZone": "eu-central-1a",
+                    "InstanceType": "g6e.xlarge",
+                    "ProductDescription": "Linux/UNIX",
+                    "SpotPrice": "1.17",
+                    "Timestamp": now,
+                },
+                {
+                    "AvailabilityZone": "eu-central-1a",
+                    "InstanceType": "g6e.xlarge",
+                    "ProductDescription": "Windows",
+                    "SpotPrice": "2.50",
+                    "Timestamp": now,
+                },
+                {
+                    "AvailabilityZone": "eu-central-1b",
+                    "InstanceType": "g6e.xlarge",
+                    "ProductDescription": "Linux/UNIX",
+                    "SpotPrice": "0.90",
+                    "Timestamp": now,
+                },
+            ]
+        },
+    )
+    assert launcher.spot_prices([("g6e.xlarge", "eu-central-1a")]) == {("g6e.xlarge", "eu-central-1a"): "1.17"}
+
+
+def test_summary_of_an_instance():
+    now = datetime(2026, 1, 1, 0, 10, tzinfo=timezone.utc)
+    facts = summarize_instance(_instance("i-0123456789abcdef0"), image=IMAGE, spot_price="1.17", now=now)
+    assert facts["image_version"] == "1.2"
+    assert facts["market"] == "spot"
+    assert facts["spot_price"] == "1.17"
+    assert facts["uptime_seconds"] == 600
+    assert facts["launch_time"] == "2026-01-01T00:00:00Z"
+    on_demand = summarize_instance(_instance("i-0123456789abcdef1", lifecycle=None), spot_price="1.17", now=now)
+    assert on_demand["market"] == "on-demand" and on_demand["spot_price"] is None
+
+
+# ---------------------------------------------------------------- user data
+
+
+def _run_user_data(tmp_path, **kwargs):
+    """Run the generated script with stand-ins for systemd-run, systemctl, mount... that log their arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    for tool in ("systemd-run", "systemctl", "shutdown", "mount", "sync", "sleep"):
+        stub = bin_dir / tool
+        stub.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\n')
+        stub.chmod(0o755)
+    startup = tmp_path / "startup.sh"
+    startup.write_text(f'#!/bin/sh\necho "startup" >> {calls}\n')
+    startup.chmod(0o755)
+    log = tmp_path / "user-data.log"
+    script = build_user_data(startup_script=str(startup), log_path=str(log), **kwargs)
+    path = tmp_path / "user-data.sh"
+    path.write_text(script)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls)}
+    subprocess.run(["/bin/bash", str(path)], check=True, env=env, timeout=30)
+    return script, [line.rstrip() for line in calls.read_text().splitlines()], log.read_text()
+
+
+def test_user_data_arms_the_lifetime_first_and_powers_off_after_the_job(tmp_path):
+    marker = tmp_path / "job-ran"
+    mount_point = tmp_path / "efs"
+    script, calls, log = _run_user_data(
+        tmp_path,
+        job_command=f'echo "$CALLS" > /dev/null; echo job >> "$CALLS"; touch {marker}; exit 3',
+        efs_file_system_id="fs-0fdfeb8ca8304e991",
+        efs_mount_point=str(mount_point),
+        region="us-east-2",
+        max_lifetime_minutes=120,
+    )
+    assert script.startswith("#!/bin/bash\n")
+    assert calls[0].startswith("systemd-run --unit=burst-max-lifetime --on-active=120min")
+    assert calls[0].endswith("/bin/systemctl poweroff")
+    assert calls[1].startswith("mount -t nfs4 -o nfsvers=4.1")
+    assert "fs-0fdfeb8ca8304e991.efs.us-east-2.amazonaws.com:/" in calls[1]
+    assert calls[1].endswith(str(mount_point))
+    assert calls[2:] == ["startup", "job", "sync", "systemctl poweroff"]
+    assert marker.exists() and mount_point.is_dir()
+    assert "job ended with status 3" in log
+
+
+def test_user_data_without_a_job_leaves_the_instance_running(tmp_path):
+    _script, calls, log = _run_user_data(tmp_path, max_lifetime_minutes=0)
+    assert calls == ["startup"]
+    assert "user data done" in log
+
+
+def test_job_command_is_quoted_not_interpreted_by_the_script(tmp_path):
+    hostile = "echo '$(touch /tmp/never)'; echo done >> \"$CALLS\""
+    script, calls, _log = _run_user_data(tmp_path, job_command=hostile, terminate_after_job=False)
+    assert calls == ["startup", "done"]
+    assert "poweroff" not in "".join(calls)
+    assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
+
+
+def test_a_failed_efs_mount_skips_the_job_and_still_terminates(tmp_path):
+    bin_dir = tmp_path / "failbin"
+    bin_dir.mkdir()
+    (bin_dir / "mount").write_text("#!/bin/sh\nexit 32\n")
+    (bin_dir / "mount").chmod(0o755)
+    script = build_user_data(
+        startup_script=None,
+        job_command="echo job-ran",
+        efs_file_system_id="fs-12345678",
+        efs_mount_point=str(tmp_path / "efs"),
+        region=REGION,
+        log_path=str(tmp_path / "log"),
+    )
+    for tool in ("sleep", "systemctl", "sync"):
+        (bin_dir / tool).write_text(f"#!/bin/sh\necho {tool} $* >> {tmp_path}/calls\n")
+        (bin_dir / tool).chmod(0o755)
+    subprocess.run(["/bin/bash", "-c", script], check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=30)
+    log = (tmp_path / "log").read_text()
+    assert "job-ran" not in log
+    assert "EFS is not mounted" in log
+    assert (tmp_path / "calls").read_text().splitlines()[-1].rstrip() == "systemctl poweroff"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"efs_file_system_id": "efs-1", "efs_mount_point": "/mnt", "region": REGION}, "Invalid EFS file system id"),
+        ({"efs_file_system_id": "fs-12345678", "efs_mount_point": "mnt", "region": REGION}, "absolute path"),
+        ({"efs_file_system_id": "fs-12345678", "efs_mount_point": "/mnt"}, "needs the region"),
+        ({"efs_mount_point": "/mnt"}, "needs an EFS file system id"),
+        ({"max_lifetime_minutes": -1}, "Invalid maximum lifetime"),
+        ({"startup_script": "startup.sh"}, "absolute path"),
+        ({"job_command": "x" * 20000}, "at most 16384"),
+    ],
+)
+def test_bad_user_data_options(kwargs, message):
+    with pytest.raises(LaunchError, match=message):
+        build_user_data(**kwargs)
+
+
+# ---------------------------------------------------------------- health
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code, body = self.server.answers[self.path]
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args):
+        pass
+
+
+@pytest.fixture
+def health_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.answers = {
+        "/ready": (200, b'{"ready": true}'),
+        "/plain": (200, b"OK"),
+        "/loading": (503, b'{"ready": false}'),
+        "/not-ready": (200, b'{"ready": false}'),
+    }
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def hanging_port():
+    """A socket that accepts connections (backlog) and never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.fixture
+def closed_port():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_probes_classify_ready_starting_and_unreachable(health_server, hanging_port, closed_port):
+    urls = {
+        "ready": f"{health_server}/ready",
+        "plain": f"{health_server}/plain",
+        "loading": f"{health_server}/loading",
+        "not-ready": f"{health_server}/not-ready",
+        "hanging": f"http://127.0.0.1:{hanging_port}/",
+        "refused": f"http://127.0.0.1:{closed_port}/",
+        "none": None,
+        "file": "file:///etc/hostname",
+    }
+    urls.update({f"hanging-{n}": f"http://127.0.0.1:{hanging_port}/{n}" for n in range(20)})
+    clock = _launch.time.monotonic
+    start = clock()
+    results = probe_health_many(urls, timeout=0.5)
+    elapsed = clock() - start
+    statuses = {k: v[0] for k, v in results.items()}
+    assert statuses["ready"] == "ready" and statuses["plain"] == "ready"
+    assert statuses["loading"] == "starting" and statuses["not-ready"] == "starting"
+    assert statuses["refused"] == "unreachable" and statuses["none"] == "unreachable"
+    assert statuses["file"] == "unreachable"
+    assert all(statuses[f"hanging-{n}"] == "unreachable" for n in range(20))
+    # 21 hanging hosts probed at once: about one timeout, not 21.
+    assert elapsed < 2 * 0.5 + 0.5
+
+
+def test_wait_healthy_times_out_naming_the_host(health_server):
+    ticks = iter(range(0, 100, 10))
+    with pytest.raises(LaunchError, match="i-1: starting"):
+        wait_healthy(
+            {"i-0": f"{health_server}/ready", "i-1": f"{health_server}/loading"},
+            timeout=15,
+            interval=0,
+            sleep=lambda _s: None,
+            clock=lambda: next(ticks),
+        )
