@@ -1,0 +1,751 @@
+"""Burst healthcheck aggregator: one answer for "can this instance serve?".
+
+Reads its backends from a JSON file (default /etc/burst/healthcheck.json)::
+
+    {
+      "listen_host": "0.0.0.0", "listen_port": 8080,
+      "interval_s": 1.0, "timeout_s": 1.0,
+      "backends": [
+        {"name": "vllm", "kind": "vllm", "url": "http://127.0.0.1:8000",
+         "model": "Qwen/Qwen2.5-14B-Instruct-AWQ", "required": true},
+        {"name": "embeddings", "kind": "tei", "url": "http://127.0.0.1:8001"}
+      ]
+    }
+
+A ``vllm`` backend is ready when ``GET /health`` answers 200 and
+``GET /v1/models`` lists ``model``; a ``tei`` backend when ``GET /health``
+answers 200.
+
+Endpoints:
+
+- ``GET /health``, ``/ready`` and ``/``: 200 when every required backend is
+  ready, 503 otherwise; a JSON body with each backend's ok, status,
+  latency_ms, last_check and error, and ``boot_to_ready_s``: the first
+  moment every required backend was ready, in seconds since the machine
+  booted (also logged once).
+- ``GET /live``: 200 while the process runs.
+
+Probes run in a background thread, concurrently, one loop per backend, every
+``interval_s`` with a hard deadline of ``timeout_s`` per probe. Requests are
+answered from a response snapshot that the probes rebuild; no request ever
+waits on a backend, so a backend that hangs cannot slow anyone down.
+
+Python 3.9+ standard library only: it runs on the image's own python3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+DEFAULT_CONFIG = "/etc/burst/healthcheck.json"
+KINDS = ("vllm", "tei")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Largest probe answer read (a /v1/models list is a few hundred bytes).
+MAX_PROBE_BODY = 1 << 20
+# Largest request head accepted from a client.
+MAX_REQUEST_HEAD = 8192
+# Keep-alive connections idle this long (seconds) are closed.
+IDLE_TIMEOUT_S = 60
+
+_TOP_KEYS = {
+    "listen_host": str,
+    "listen_port": int,
+    "interval_s": float,
+    "timeout_s": float,
+    "backends": list,
+}
+_BACKEND_KEYS = {"name": str, "kind": str, "url": str, "model": str, "required": bool}
+
+
+class ConfigError(Exception):
+    """The configuration file is unusable; the message names the file and the key."""
+
+
+class Backend:
+    """One service behind the aggregator."""
+
+    __slots__ = ("host", "kind", "model", "name", "port", "required", "url")
+
+    def __init__(self, name, kind, url, host, port, model=None, required=True):
+        self.name = name
+        self.kind = kind
+        self.url = url
+        self.host = host
+        self.port = port
+        self.model = model
+        self.required = required
+
+
+class Config:
+    """A validated configuration."""
+
+    def __init__(self, backends, listen_host="0.0.0.0", listen_port=8080, interval_s=1.0, timeout_s=1.0):  # noqa: S104
+        self.backends = backends
+        self.listen_host = listen_host
+        self.listen_port = listen_port
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+
+
+def _type_name(expected):
+    return {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "true or false"}[expected]
+
+
+def _check_type(value, expected, where):
+    if expected is float:
+        good = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif expected is int:
+        good = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        good = isinstance(value, expected)
+    if not good:
+        raise ConfigError(f"{where}: must be {_type_name(expected)}, got {json.dumps(value)}")
+
+
+def _parse_backend(raw, where):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be an object, got {json.dumps(raw)}")
+    for key in raw:
+        if key not in _BACKEND_KEYS:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(_BACKEND_KEYS))})")
+    for key in ("name", "kind", "url"):
+        if key not in raw:
+            raise ConfigError(f"{where}.{key}: required")
+    for key, expected in _BACKEND_KEYS.items():
+        if key in raw:
+            _check_type(raw[key], expected, f"{where}.{key}")
+    name = raw["name"]
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}.name: {name!r} must match {NAME_PATTERN.pattern}")
+    kind = raw["kind"]
+    if kind not in KINDS:
+        raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
+    url = raw["url"]
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(f"{where}.url: {url!r} must be http://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"{where}.url: {url!r} must be http://HOST:PORT, without path, query or credentials")
+    try:
+        port = parts.port or 80
+    except ValueError as exc:
+        raise ConfigError(f"{where}.url: {url!r}: {exc}") from None
+    model = raw.get("model")
+    if kind == "vllm" and not model:
+        raise ConfigError(f"{where}.model: required for kind 'vllm' (the served model id that /v1/models lists)")
+    if kind != "vllm" and model is not None:
+        raise ConfigError(f"{where}.model: only kind 'vllm' checks a model id")
+    return Backend(name, kind, url.rstrip("/"), parts.hostname, port, model, raw.get("required", True))
+
+
+def parse_config(raw, source="config"):
+    """Validate a decoded configuration; raise ConfigError naming ``source`` and the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a JSON object")
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{source}: {key}: unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
+    for key, expected in _TOP_KEYS.items():
+        if key in raw:
+            _check_type(raw[key], expected, f"{source}: {key}")
+    if "backends" not in raw:
+        raise ConfigError(f"{source}: backends: required")
+    options = {key: raw[key] for key in ("listen_host", "listen_port", "interval_s", "timeout_s") if key in raw}
+    port = options.get("listen_port", 8080)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{source}: listen_port: {port} is not a TCP port (0-65535)")
+    for key in ("interval_s", "timeout_s"):
+        if key in options and not 0 < options[key] <= 3600:
+            raise ConfigError(f"{source}: {key}: must be more than 0 and at most 3600 seconds, got {options[key]}")
+    backends = [_parse_backend(item, f"{source}: backends[{index}]") for index, item in enumerate(raw["backends"])]
+    if not backends:
+        raise ConfigError(f"{source}: backends: must list at least one backend")
+    seen = set()
+    for index, backend in enumerate(backends):
+        if backend.name in seen:
+            raise ConfigError(f"{source}: backends[{index}].name: {backend.name!r} is used twice")
+        seen.add(backend.name)
+    if not any(backend.required for backend in backends):
+        raise ConfigError(f"{source}: backends: at least one backend must be required")
+    return Config(backends, **options)
+
+
+def load_config(path):
+    """Read and validate the JSON configuration file at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    return parse_config(raw, path)
+
+
+def seconds_since_boot():
+    """Seconds since the machine booted (suspend included), or None where unknown."""
+    clock = getattr(time, "CLOCK_BOOTTIME", None)
+    if clock is not None:
+        try:
+            return time.clock_gettime(clock)
+        except OSError:
+            pass
+    try:
+        with open("/proc/uptime", encoding="ascii") as handle:
+            return float(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _utc(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
+
+
+class ProbeFailure(Exception):
+    """A probe's verdict other than ready: ``status`` says which."""
+
+    def __init__(self, status, error):
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+
+async def http_get(host, port, path, read_body=True):
+    """GET ``path`` with HTTP/1.1 and Connection: close; return (status code, body bytes)."""
+    reader, writer = await asyncio.open_connection(host, port, limit=MAX_REQUEST_HEAD * 8)
+    try:
+        hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: burst-healthcheck\r\n"
+            "Accept: application/json\r\nConnection: close\r\n\r\n".encode("ascii")
+        )
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            raise ProbeFailure("error", f"GET {path}: connection closed before a full answer") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise ProbeFailure("error", f"GET {path}: answer headers too large") from exc
+        lines = head.decode("latin-1").split("\r\n")
+        status_line = lines[0].split(" ", 2)
+        if len(status_line) < 2 or not status_line[0].startswith("HTTP/1.") or not status_line[1].isdigit():
+            raise ProbeFailure("error", f"GET {path}: not an HTTP answer: {lines[0][:80]!r}")
+        code = int(status_line[1])
+        if not read_body:
+            return code, b""
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        return code, await _read_body(reader, headers, path)
+    finally:
+        writer.close()
+
+
+async def _read_body(reader, headers, path):
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = bytearray()
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                return bytes(body)
+            if len(body) + size > MAX_PROBE_BODY:
+                raise ProbeFailure("error", f"GET {path}: answer larger than {MAX_PROBE_BODY} bytes")
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        if length > MAX_PROBE_BODY:
+            raise ProbeFailure("error", f"GET {path}: answer larger than {MAX_PROBE_BODY} bytes")
+        return await reader.readexactly(length)
+    body = await reader.read(MAX_PROBE_BODY + 1)
+    if len(body) > MAX_PROBE_BODY:
+        raise ProbeFailure("error", f"GET {path}: answer larger than {MAX_PROBE_BODY} bytes")
+    return body
+
+
+def _served_models(body):
+    try:
+        data = json.loads(body)["data"]
+        return [str(item["id"]) for item in data]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProbeFailure("error", f"GET /v1/models: not a model list: {exc}") from None
+
+
+async def _check_health(backend):
+    code = (await http_get(backend.host, backend.port, "/health", read_body=False))[0]
+    if code != 200:
+        raise ProbeFailure("unhealthy", f"GET /health: HTTP {code}")
+
+
+async def _check_models(backend):
+    code, body = await http_get(backend.host, backend.port, "/v1/models")
+    if code != 200:
+        raise ProbeFailure("unhealthy", f"GET /v1/models: HTTP {code}")
+    served = _served_models(body)
+    if backend.model not in served:
+        listed = ", ".join(served) or "nothing"
+        raise ProbeFailure("model_missing", f"GET /v1/models lists {listed}, not {backend.model}")
+
+
+async def probe(backend, timeout):
+    """Probe one backend within ``timeout`` seconds; return (ok, status, error)."""
+    checks = [asyncio.ensure_future(_check_health(backend))]
+    if backend.kind == "vllm":
+        checks.append(asyncio.ensure_future(_check_models(backend)))
+    try:
+        pending = (await asyncio.wait(checks, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION))[1]
+    finally:
+        for check in checks:
+            check.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
+    for check in checks:  # /health first: its verdict explains the others
+        if check in pending:
+            break
+        error = check.exception()
+        if isinstance(error, ProbeFailure):
+            return False, error.status, error.error
+        if isinstance(error, ConnectionRefusedError):
+            return False, "down", "connection refused"
+        if isinstance(error, OSError):
+            return False, "down", f"{type(error).__name__}: {error}"
+        if error is not None:
+            return False, "error", f"{type(error).__name__}: {error}"
+    if pending:
+        return False, "timeout", f"no answer within {timeout:g} s"
+    return True, "ready", None
+
+
+class State:
+    """Backend verdicts and the pre-serialized answers built from them.
+
+    The prober thread calls :meth:`update`; the server reads ``responses``,
+    a dict swapped whole, so a reader never sees half an update.
+    """
+
+    def __init__(self, config, log):
+        self._lock = threading.Lock()
+        self._log = log
+        self._backends = config.backends
+        self._results = {
+            backend.name: {
+                "ok": False,
+                "required": backend.required,
+                "kind": backend.kind,
+                "url": backend.url,
+                "status": "unknown",
+                "latency_ms": None,
+                "last_check": None,
+                "error": "not probed yet",
+            }
+            for backend in config.backends
+        }
+        for backend in config.backends:
+            if backend.kind == "vllm":
+                self._results[backend.name]["model"] = backend.model
+        self.started_boot_s = seconds_since_boot()
+        self.started_monotonic = time.monotonic()
+        self.ready = False
+        self.boot_to_ready_s = None
+        self.start_to_ready_s = None
+        self.ready_at = None
+        self.responses = {}
+        self._render()
+
+    def update(self, name, ok, status, error, latency_ms, epoch):
+        with self._lock:
+            result = self._results[name]
+            if result["status"] != status:
+                detail = f": {error}" if error else ""
+                self._log(f"backend {name}: {result['status']} -> {status}{detail}")
+            result.update(ok=ok, status=status, error=error, latency_ms=round(latency_ms, 2), last_check=_utc(epoch))
+            ready = all(r["ok"] for r in self._results.values() if r["required"])
+            if ready != self.ready:
+                self.ready = ready
+                if ready and self.boot_to_ready_s is None and self.ready_at is None:
+                    self._first_ready(epoch)
+                self._log("ready" if ready else "not ready")
+            self._render()
+
+    def _first_ready(self, epoch):
+        now_boot = seconds_since_boot()
+        self.ready_at = _utc(epoch)
+        self.start_to_ready_s = round(time.monotonic() - self.started_monotonic, 3)
+        if now_boot is None:
+            self._log(f"boot-to-ready: unknown (no boot clock); {self.start_to_ready_s:.3f} s after healthcheck start")
+            return
+        self.boot_to_ready_s = round(now_boot, 3)
+        self._log(
+            f"boot-to-ready: {self.boot_to_ready_s:.3f} s after boot "
+            f"({self.start_to_ready_s:.3f} s after healthcheck start)"
+        )
+
+    def _render(self):
+        health = {
+            "ready": self.ready,
+            "backends": self._results,
+            "boot_to_ready_s": self.boot_to_ready_s,
+            "start_to_ready_s": self.start_to_ready_s,
+            "ready_at": self.ready_at,
+            "generated_at": _utc(time.time()),
+        }
+        body = json.dumps(health, separators=(",", ":"), sort_keys=False).encode() + b"\n"
+        health_answers = _answers(200 if self.ready else 503, body)
+        live_answers = _answers(200, b'{"live":true}\n')
+        self.responses = {
+            b"/health": health_answers,
+            b"/ready": health_answers,
+            b"/": health_answers,
+            b"/live": live_answers,
+        }
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
+def _answers(code, body, extra=b""):
+    """The four pre-serialized answers: (GET keep-alive, GET close, HEAD keep-alive, HEAD close)."""
+    head = (
+        f"HTTP/1.1 {code} {_REASONS[code]}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+    ).encode("ascii") + extra
+    keep = head + b"Connection: keep-alive\r\n\r\n"
+    close = head + b"Connection: close\r\n\r\n"
+    return (keep + body, close + body, keep, close)
+
+
+_NOT_FOUND = _answers(404, b'{"error":"not found","paths":["/health","/ready","/live"]}\n')
+_NOT_ALLOWED = _answers(405, b'{"error":"method not allowed"}\n', b"Allow: GET, HEAD\r\n")
+_BAD_REQUEST = _answers(400, b'{"error":"bad request"}\n')[1]
+_TOO_LARGE = _answers(431, b'{"error":"request head too large"}\n')[1]
+
+
+def _content_length(lowered_headers):
+    """The Content-Length value of lower-cased header lines, b"0" when absent."""
+    start = lowered_headers.find(b"\r\ncontent-length:")
+    if start < 0:
+        return b"0"
+    end = lowered_headers.find(b"\r\n", start + 2)
+    return lowered_headers[start + 17 : end if end >= 0 else None].strip()
+
+
+class _HttpProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive and pipelining; every answer is a prepared bytes object."""
+
+    __slots__ = ("_buffer", "_server", "idle", "transport")
+
+    def __init__(self, server):
+        self._server = server
+        self._buffer = b""
+        self.transport = None
+        self.idle = 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc):
+        self._server.connections.discard(self)
+
+    def pause_writing(self):
+        self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.transport.resume_reading()
+
+    def data_received(self, data):
+        self.idle = 0
+        buffer = self._buffer + data if self._buffer else data
+        out = []
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = buffer[:end]
+            buffer = buffer[end + 4 :]
+            answer, close = self._answer(head)
+            out.append(answer)
+            if close:
+                self.transport.write(b"".join(out))
+                self.transport.close()
+                self._buffer = b""
+                return
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if len(buffer) > MAX_REQUEST_HEAD:
+            self.transport.write(_TOO_LARGE)
+            self.transport.close()
+            buffer = b""
+        self._buffer = buffer
+
+    def _answer(self, head):
+        line_end = head.find(b"\r\n")
+        request_line = head if line_end < 0 else head[:line_end]
+        parts = request_line.split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            return _BAD_REQUEST, True
+        method, target, version = parts
+        close = version == b"HTTP/1.0"
+        if line_end >= 0:
+            lowered = head[line_end:].lower()
+            if b"\r\nconnection:" in lowered:
+                if b"close" in lowered:
+                    close = True
+                elif b"keep-alive" in lowered:
+                    close = False
+            if b"\r\ntransfer-encoding:" in lowered or _content_length(lowered) != b"0":
+                # Health checks carry no body: answer, then close, so that a body
+                # is never read as the next request.
+                if method in (b"GET", b"HEAD"):
+                    return _BAD_REQUEST, True
+                return _NOT_ALLOWED[1], True
+        if method == b"GET":
+            index = 1 if close else 0
+        elif method == b"HEAD":
+            index = 3 if close else 2
+        else:
+            return _NOT_ALLOWED[1 if close else 0], close
+        question = target.find(b"?")
+        path = target if question < 0 else target[:question]
+        answers = self._server.state.responses.get(path, _NOT_FOUND)
+        return answers[index], close
+
+
+class _Server:
+    def __init__(self, state):
+        self.state = state
+        self.connections = set()
+
+    async def sweep_idle(self):
+        """Close keep-alive connections that have been silent for IDLE_TIMEOUT_S."""
+        step = 5
+        while True:
+            await asyncio.sleep(step)
+            for protocol in list(self.connections):
+                protocol.idle += step
+                if protocol.idle >= IDLE_TIMEOUT_S:
+                    protocol.transport.close()
+
+
+class Prober:
+    """A background thread with its own event loop: one probe loop per backend."""
+
+    def __init__(self, config, state):
+        self._config = config
+        self._state = state
+        self._loop = None
+        self._stop = None
+        self._thread = threading.Thread(target=self._run, name="healthcheck-prober", daemon=True)
+        self._started = threading.Event()
+
+    def start(self):
+        self._thread.start()
+        self._started.wait()
+
+    def stop(self):
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout=self._config.timeout_s + 5)
+
+    def _run(self):
+        asyncio.run(self._main())
+
+    async def _main(self):
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        tasks = [asyncio.ensure_future(self._watch(backend)) for backend in self._config.backends]
+        self._started.set()
+        await self._stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch(self, backend):
+        loop = asyncio.get_running_loop()
+        interval = self._config.interval_s
+        timeout = self._config.timeout_s
+        while True:
+            started = loop.time()
+            ok, status, error = await probe(backend, timeout)
+            latency_ms = (loop.time() - started) * 1000.0
+            self._state.update(backend.name, ok, status, error, latency_ms, time.time())
+            await asyncio.sleep(max(0.0, started + interval - loop.time()))
+
+
+def _notify_systemd(message):
+    """Send ``message`` to systemd's notify socket when the unit is Type=notify."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        print(f"healthcheck: cannot notify systemd: {exc}", file=sys.stderr, flush=True)
+
+
+def _stdout_log(message):
+    print(f"healthcheck: {message}", flush=True)
+
+
+class Aggregator:
+    """The whole service: prober thread, HTTP server, shutdown.
+
+    ``run()`` serves in the calling (main) thread until SIGTERM or SIGINT;
+    ``start()``/``stop()`` serve from a background thread instead.
+    """
+
+    def __init__(self, config, host=None, port=None, log=_stdout_log, on_listening=None):
+        self.config = config
+        self.on_listening = on_listening
+        self.host = config.listen_host if host is None else host
+        self.port = config.listen_port if port is None else port
+        self.log = log
+        self.state = State(config, log)
+        self._loop = None
+        self._stopping = None
+        self._thread = None
+        self._listening = threading.Event()
+        self._error = None
+
+    async def serve(self, install_signals=False):
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        if install_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+        server_state = _Server(self.state)
+        try:
+            server = await self._loop.create_server(
+                lambda: _HttpProtocol(server_state), self.host, self.port, backlog=1024, reuse_address=True
+            )
+        except OSError as exc:
+            self._error = f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+            self._listening.set()
+            raise
+        self.port = server.sockets[0].getsockname()[1]
+        names = ", ".join(
+            f"{b.name} ({b.kind}, {b.url}{'' if b.required else ', optional'})" for b in self.config.backends
+        )
+        self.log(f"listening on {self.host}:{self.port}; backends: {names}")
+        if self.on_listening is not None:
+            self.on_listening(self.port)
+        prober = Prober(self.config, self.state)
+        prober.start()
+        sweeper = asyncio.ensure_future(server_state.sweep_idle())
+        self._listening.set()
+        _notify_systemd("READY=1")
+        try:
+            await self._stopping.wait()
+        finally:
+            _notify_systemd("STOPPING=1")
+            sweeper.cancel()
+            server.close()
+            for protocol in list(server_state.connections):
+                protocol.transport.abort()
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2)
+            except asyncio.TimeoutError:
+                pass
+            prober.stop()
+            self.log("stopped")
+
+    def _on_signal(self, signum):
+        self.log(f"{signal.Signals(signum).name} received, stopping")
+        self._stopping.set()
+
+    def run(self):
+        """Serve until SIGTERM/SIGINT; return the exit status."""
+        try:
+            asyncio.run(self.serve(install_signals=True))
+        except OSError:
+            print(f"healthcheck: error: {self._error}", file=sys.stderr, flush=True)
+            return 1
+        return 0
+
+    def start(self, timeout=10):
+        """Serve from a background thread; return once listening (``self.port`` is then bound)."""
+        self._thread = threading.Thread(target=self._thread_main, name="healthcheck-server", daemon=True)
+        self._thread.start()
+        if not self._listening.wait(timeout) or self._error:
+            raise RuntimeError(self._error or "the server did not start")
+        return self
+
+    def _thread_main(self):
+        try:
+            asyncio.run(self.serve())
+        except OSError:
+            pass  # reported by start()
+
+    def stop(self):
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join(timeout=self.config.timeout_s + 10)
+
+
+def _write_port_file(path, port):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="ascii") as handle:
+        handle.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Burst healthcheck aggregator (GET /health, /ready, /live).")
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("BURST_HEALTHCHECK_CONFIG", DEFAULT_CONFIG),
+        help=f"JSON configuration file (default: $BURST_HEALTHCHECK_CONFIG or {DEFAULT_CONFIG})",
+    )
+    parser.add_argument("--host", help="address to bind (overrides listen_host)")
+    parser.add_argument("--port", type=int, help="TCP port to bind, 0 for any free one (overrides listen_port)")
+    parser.add_argument("--port-file", help="write the bound port to this file once listening")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("config_path", nargs="?", help="configuration file to validate (with --check-config)")
+    args = parser.parse_args(argv)
+    path = args.config_path or args.config
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"healthcheck: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if args.check_config:
+        print(f"healthcheck: {path}: valid, {len(config.backends)} backend(s)", flush=True)
+        return 0
+    if args.port is not None and not 0 <= args.port <= 65535:
+        print(f"healthcheck: error: --port: {args.port} is not a TCP port", file=sys.stderr, flush=True)
+        return 2
+    aggregator = Aggregator(
+        config,
+        host=args.host,
+        port=args.port,
+        on_listening=(lambda port: _write_port_file(args.port_file, port)) if args.port_file else None,
+    )
+    return aggregator.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
