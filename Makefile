@@ -86,8 +86,26 @@ molecule: $(STAMP) world-deps base-image  ## Every molecule scenario (2 at a tim
 integration: $(STAMP) world-deps docker  ## Integration targets against the local world
 	pytest tests/integration
 
+IMPORTER := $(CURDIR)/.cache/importer
+$(IMPORTER)/.installed: requirements/importer.txt
+	rm -rf $(IMPORTER) && $(PYTHON) -m venv $(IMPORTER)
+	$(IMPORTER)/bin/pip install -q -r requirements/importer.txt
+	touch $@
+
+.PHONY: release
+release: $(STAMP) world-deps docker base-image  ## Release gates: artifact, ansible-doc, changelog, EE, AWX files, IAM, ansible-runner
+	pytest -n 2 tests/release
+
+.PHONY: galaxy-import
+galaxy-import: $(STAMP) $(IMPORTER)/.installed  ## Galaxy's import checks (galaxy-importer) on the built artifact
+	rm -rf .cache/artifact .cache/importer-home && mkdir -p .cache/importer-home
+	ansible-galaxy collection build --output-path .cache/artifact .
+	env -i PATH=$(IMPORTER)/bin:/usr/bin:/bin HOME=$(CURDIR)/.cache/importer-home \
+	  GALAXY_IMPORTER_CONFIG=$(CURDIR)/tests/release/galaxy-importer.cfg \
+	  $(IMPORTER)/bin/python -m galaxy_importer.main .cache/artifact/burst-golden_ami-*.tar.gz
+
 .PHONY: test
-test: lint sanity unit world molecule integration  ## Every gate, as CI runs it
+test: lint sanity unit world molecule integration release galaxy-import  ## Every gate, as CI runs it
 
 .PHONY: demo
 demo: $(STAMP) world-deps base-image  ## A whole bake on the local world
