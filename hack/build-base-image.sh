@@ -7,12 +7,15 @@ set -euo pipefail
 IMAGE="${BURST_BASE_IMAGE:-burst-golden-ami/debian12-systemd:latest}"
 SUITE="${BURST_BASE_SUITE:-bookworm}"
 MIRROR="${BURST_BASE_MIRROR:-http://deb.debian.org/debian}"
-PACKAGES="systemd,systemd-sysv,python3,sudo,ca-certificates,procps,iproute2"
+PACKAGES="systemd,systemd-sysv,python3,python3-apt,sudo,ca-certificates,procps,iproute2"
 
 log() { printf '[build-base-image] %s\n' "$*" >&2; }
 
-if [ "${FORCE:-0}" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  log "$IMAGE already present"
+# The image is labelled with this script's digest: a changed recipe rebuilds it.
+recipe=$(sha256sum "$0" | cut -c1-16)
+current=$(docker image inspect -f '{{ index .Config.Labels "org.burst.base-recipe" }}' "$IMAGE" 2>/dev/null || true)
+if [ "${FORCE:-0}" != 1 ] && [ "$current" = "$recipe" ]; then
+  log "$IMAGE already present (recipe $recipe)"
   exit 0
 fi
 
@@ -41,5 +44,6 @@ log "importing as $IMAGE"
 tar -C "$root" -c . | docker import \
   --change 'CMD ["/lib/systemd/systemd"]' \
   --change 'ENV container=docker' \
+  --change "LABEL org.burst.base-recipe=$recipe" \
   - "$IMAGE" >/dev/null
 log "built $IMAGE"

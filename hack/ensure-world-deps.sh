@@ -2,9 +2,10 @@
 # Install the Debian packages the local test world runs on, when missing:
 # docker-registry (local registry), skopeo (image inspection and copies),
 # busybox-static (the stand-in images' httpd), debootstrap (base image),
-# wrk (benchmarks), shellcheck (ansible-test sanity), rsync.
+# wrk (benchmarks), shellcheck (ansible-test sanity), rsync, gpg (the
+# stand-in apt repository's signing key).
 set -euo pipefail
-want=(docker-registry skopeo busybox-static debootstrap wrk shellcheck rsync)
+want=(docker-registry skopeo busybox-static debootstrap wrk shellcheck rsync gpg)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -1,0 +1,355 @@
+#!/usr/bin/python
+# Copyright: burst.golden_ami contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: image_pull
+short_description: Pull images into the local Docker engine by digest, once
+version_added: 0.1.0
+description:
+  - Resolves each image's tag to its manifest digest through the engine
+    (the engine's C(/distribution) API), pulls C(repository@digest) when
+    the engine does not hold it yet, and tags it with the reference's tag.
+  - An image already present at its digest is not pulled again; when that
+    digest is known (pinned in the reference or given as O(images[].digest))
+    the registry is not even asked.
+  - Registry credentials (user and password, or an ECR token from boto3)
+    are sent in the request header only; nothing is written to disk.
+  - Registry errors are retried with exponential backoff; an unknown image,
+    a refused login or a digest mismatch fails at once, naming the image.
+author:
+  - burst.golden_ami maintainers (@burst)
+options:
+  images:
+    description: Images to have in the engine.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: Short name of the image, used in the results (for example C(vllm)).
+        type: str
+        required: true
+      reference:
+        description: Image reference, C(registry/repository:tag) or C(registry/repository@sha256:...).
+        type: str
+        required: true
+      digest:
+        description: Expected manifest digest; the registry's must match.
+        type: str
+  registry_auth:
+    description: Credentials per registry, used only for images in that registry.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      registry:
+        description: Registry host as it appears in references (C(host:port) included).
+        type: str
+        required: true
+      username:
+        description: User name (not with O(registry_auth[].ecr)).
+        type: str
+      password:
+        description: Password or token (not with O(registry_auth[].ecr)).
+        type: str
+      ecr:
+        description: Get a token with boto3's ECR C(get_authorization_token) (needs boto3 on the host).
+        type: bool
+        default: false
+      region:
+        description: ECR region; taken from the registry host when not given.
+        type: str
+      endpoint_url:
+        description: ECR endpoint URL, for tests against an emulator.
+        type: str
+  docker_socket:
+    description: Path of the engine's unix socket.
+    type: path
+    default: /var/run/docker.sock
+  tag:
+    description: Tag pulled images with the reference's tag too (they are pulled by digest).
+    type: bool
+    default: true
+  retries:
+    description: Retries of a failed registry request.
+    type: int
+    default: 4
+  retry_delay:
+    description: Seconds before the first retry; doubled for each next one.
+    type: float
+    default: 2.0
+attributes:
+  check_mode:
+    support: full
+    description: Resolves digests and reports what would be pulled, pulls nothing.
+  diff_mode:
+    support: none
+    description: Reports no diff; RV(images) lists each image and whether it was pulled.
+  idempotent:
+    support: full
+    description: An image present at its digest is neither pulled nor reported as changed.
+"""
+
+EXAMPLES = r"""
+- name: Ensure the serving images are in the engine
+  burst.golden_ami.image_pull:
+    images:
+      - name: vllm
+        reference: vllm/vllm-openai:v0.6.4
+      - name: tei
+        reference: ghcr.io/huggingface/text-embeddings-inference:89-1.5
+  register: pulled
+
+- name: Pull from ECR and a private registry
+  burst.golden_ami.image_pull:
+    images:
+      - name: batch
+        reference: 123456789012.dkr.ecr.eu-central-1.amazonaws.com/batch:2026.1
+    registry_auth:
+      - registry: 123456789012.dkr.ecr.eu-central-1.amazonaws.com
+        ecr: true
+"""
+
+RETURN = r"""
+images:
+  description: One manifest entry per image.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Short name given.
+      type: str
+      sample: vllm
+    reference:
+      description: Reference given.
+      type: str
+      sample: vllm/vllm-openai:v0.6.4
+    digest:
+      description: Manifest digest.
+      type: str
+      sample: sha256:0123...
+    pinned:
+      description: Reference by digest, what service units run.
+      type: str
+      sample: vllm/vllm-openai@sha256:0123...
+    size:
+      description: Image size in bytes in the engine (0 in check mode before a pull).
+      type: int
+      sample: 8123456789
+    id:
+      description: Image id in the engine (empty in check mode before a pull).
+      type: str
+      sample: sha256:abcd...
+    pulled:
+      description: Whether this run pulled the image (or would, in check mode).
+      type: bool
+      sample: true
+digests:
+  description: Pinned reference of each image, by name.
+  returned: always
+  type: dict
+  sample: {"vllm": "vllm/vllm-openai@sha256:0123..."}
+pulled:
+  description: How many images were pulled (or would be, in check mode).
+  returned: always
+  type: int
+  sample: 0
+"""
+
+import base64  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+
+from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import (  # noqa: E402
+    Engine,
+    EngineError,
+    encode_auth,
+    parse_reference,
+    registry_host,
+    with_retries,
+)
+
+try:
+    import boto3
+
+    HAS_BOTO3 = True
+except ImportError:
+    HAS_BOTO3 = False
+
+
+def ecr_credentials(registry, region=None, endpoint_url=None, client=None):
+    """(username, password) from ECR's get_authorization_token for ``registry``."""
+    parts = registry.split(".")
+    if client is None:
+        if region is None:
+            if len(parts) < 6 or parts[1:3] != ["dkr", "ecr"]:
+                raise ValueError(f"cannot tell the ECR region from {registry}: give region")
+            region = parts[3]
+        client = boto3.client("ecr", region_name=region, endpoint_url=endpoint_url)
+    response = client.get_authorization_token(registryIds=[parts[0]])
+    token = response["authorizationData"][0]["authorizationToken"]
+    username, _colon, password = base64.b64decode(token).decode().partition(":")
+    return username, password
+
+
+class ImageCache:
+    """Resolve and pull images; one instance per module run."""
+
+    def __init__(self, engine, auths, check_mode=False, tag=True, retries=4, retry_delay=2.0):
+        self.engine = engine
+        self.auths = auths  # registry host -> X-Registry-Auth value
+        self.check_mode = check_mode
+        self.tag = tag
+        self.retries = retries
+        self.retry_delay = retry_delay
+
+    def _retry(self, call):
+        return with_retries(call, self.retries, self.retry_delay)
+
+    def ensure(self, name, reference, expected=None):
+        """Return (manifest entry, changed) for one image; raise ValueError naming the image on failure."""
+        label = f"image {name} ({reference})"
+        try:
+            repository, tag, pinned_digest = parse_reference(reference)
+        except ValueError as exc:
+            raise ValueError(f"{label}: {exc}") from exc
+        if expected and pinned_digest and expected != pinned_digest:
+            raise ValueError(f"{label}: digest {expected} differs from the one in the reference")
+        expected = expected or pinned_digest
+        auth = self.auths.get(registry_host(repository))
+
+        local = self.engine.inspect_image(f"{repository}@{expected}") if expected else None
+        digest = expected
+        if local is None:
+            try:
+                descriptor = self._retry(lambda: self.engine.resolve(reference, auth))
+            except EngineError as exc:
+                raise ValueError(f"{label}: the registry could not resolve it: {exc}") from exc
+            digest = descriptor["digest"]
+            if expected and digest != expected:
+                raise ValueError(f"{label}: digest mismatch, the registry serves {digest}, expected {expected}")
+            local = self.engine.inspect_image(f"{repository}@{digest}")
+
+        pulled = local is None
+        if pulled and not self.check_mode:
+            try:
+                self._retry(lambda: self.engine.pull(repository, digest, auth))
+            except EngineError as exc:
+                raise ValueError(f"{label}: pull failed: {exc}") from exc
+            local = self.engine.inspect_image(f"{repository}@{digest}")
+            if local is None:
+                raise ValueError(f"{label}: the engine does not hold {repository}@{digest} after the pull")
+
+        tagged = False
+        if self.tag and tag and local is not None:
+            current = self.engine.inspect_image(f"{repository}:{tag}")
+            if current is None or current["Id"] != local["Id"]:
+                tagged = True
+                if not self.check_mode:
+                    self.engine.tag(local["Id"], repository, tag)
+        entry = {
+            "name": name,
+            "reference": reference,
+            "digest": digest,
+            "pinned": f"{repository}@{digest}",
+            "size": int(local["Size"]) if local else 0,
+            "id": local["Id"] if local else "",
+            "pulled": pulled,
+        }
+        return entry, pulled or tagged
+
+
+def build_auths(module):
+    auths = {}
+    for entry in module.params["registry_auth"]:
+        registry = entry["registry"]
+        if entry["ecr"]:
+            if not HAS_BOTO3:
+                module.fail_json(msg=missing_required_lib("boto3", reason=f"for the ECR registry {registry}"))
+            try:
+                username, password = ecr_credentials(registry, entry["region"], entry["endpoint_url"])
+            except Exception as exc:  # noqa: BLE001 (botocore raises many kinds; all mean no token)
+                module.fail_json(msg=f"cannot get an ECR token for {registry}: {exc}")
+        else:
+            username, password = entry["username"], entry["password"]
+            if not username or password is None:
+                module.fail_json(msg=f"registry_auth for {registry} needs username and password, or ecr: true")
+        module.no_log_values.add(password)
+        auths[registry] = encode_auth(username, password, registry)
+    return auths
+
+
+def run_module():
+    module = AnsibleModule(
+        argument_spec={
+            "images": {
+                "type": "list",
+                "elements": "dict",
+                "required": True,
+                "options": {
+                    "name": {"type": "str", "required": True},
+                    "reference": {"type": "str", "required": True},
+                    "digest": {"type": "str"},
+                },
+            },
+            "registry_auth": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "no_log": False,
+                "options": {
+                    "registry": {"type": "str", "required": True},
+                    "username": {"type": "str"},
+                    "password": {"type": "str", "no_log": True},
+                    "ecr": {"type": "bool", "default": False},
+                    "region": {"type": "str"},
+                    "endpoint_url": {"type": "str"},
+                },
+            },
+            "docker_socket": {"type": "path", "default": "/var/run/docker.sock"},
+            "tag": {"type": "bool", "default": True},
+            "retries": {"type": "int", "default": 4},
+            "retry_delay": {"type": "float", "default": 2.0},
+        },
+        supports_check_mode=True,
+    )
+    names = [image["name"] for image in module.params["images"]]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        module.fail_json(msg=f"image names must be unique: {', '.join(duplicates)}")
+
+    cache = ImageCache(
+        Engine(module.params["docker_socket"]),
+        build_auths(module),
+        check_mode=module.check_mode,
+        tag=module.params["tag"],
+        retries=module.params["retries"],
+        retry_delay=module.params["retry_delay"],
+    )
+    entries, changed = [], False
+    for image in module.params["images"]:
+        try:
+            entry, image_changed = cache.ensure(image["name"], image["reference"], image["digest"])
+        except (ValueError, EngineError) as exc:
+            module.fail_json(msg=str(exc), images=entries)
+        entries.append(entry)
+        changed = changed or image_changed
+    module.exit_json(
+        changed=changed,
+        images=entries,
+        digests={entry["name"]: entry["pinned"] for entry in entries},
+        pulled=sum(1 for entry in entries if entry["pulled"]),
+    )
+
+
+def main():
+    run_module()
+
+
+if __name__ == "__main__":
+    main()

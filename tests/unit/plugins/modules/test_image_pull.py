@@ -1,0 +1,143 @@
+"""image_pull's logic against the host's Docker engine and the local registries."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import (
+    Engine,
+    EngineError,
+    encode_auth,
+    parse_reference,
+    registry_host,
+    with_retries,
+)
+from ansible_collections.burst.golden_ami.plugins.modules.image_pull import ImageCache, ecr_credentials
+
+
+def test_parse_reference_splits_host_port_tag_and_digest():
+    digest = "sha256:" + "a" * 64
+    assert parse_reference("127.0.0.1:5000/standin/vllm:v0.1") == ("127.0.0.1:5000/standin/vllm", "v0.1", None)
+    assert parse_reference(f"127.0.0.1:5000/standin/vllm@{digest}") == ("127.0.0.1:5000/standin/vllm", None, digest)
+    assert parse_reference("vllm/vllm-openai") == ("vllm/vllm-openai", "latest", None)
+    with pytest.raises(ValueError, match="invalid digest"):
+        parse_reference("repo@sha256:short")
+    with pytest.raises(ValueError, match="invalid image reference"):
+        parse_reference("repo:bad tag")
+
+
+def test_registry_host_defaults_to_docker_hub():
+    assert registry_host("vllm/vllm-openai") == "docker.io"
+    assert registry_host("ghcr.io/huggingface/tei") == "ghcr.io"
+    assert registry_host("127.0.0.1:5000/standin/vllm") == "127.0.0.1:5000"
+
+
+def test_encode_auth_round_trips():
+    decoded = json.loads(base64.urlsafe_b64decode(encode_auth("u", "p", "r:1")))
+    assert decoded == {"username": "u", "password": "p", "serveraddress": "r:1"}
+
+
+def test_retries_back_off_and_stop_on_permanent_errors():
+    sleeps, calls = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise EngineError("received unexpected HTTP status: 503")
+        return "ok"
+
+    assert with_retries(flaky, retries=4, delay=1.0, sleep=sleeps.append) == "ok"
+    assert sleeps == [1.0, 2.0]
+
+    def unknown():
+        raise EngineError("manifest unknown", 404, permanent=True)
+
+    with pytest.raises(EngineError):
+        with_retries(unknown, retries=4, delay=1.0, sleep=sleeps.append)
+    assert sleeps == [1.0, 2.0]
+
+
+def test_ecr_credentials_decode_the_token():
+    with mock_aws():
+        client = boto3.client("ecr", region_name="eu-central-1")
+        user, password = ecr_credentials("123456789012.dkr.ecr.eu-central-1.amazonaws.com", client=client)
+    assert user == "AWS"
+    assert password == "123456789012-auth-token"  # noqa: S105 (moto's fixed token)
+
+
+def _remove(engine: Engine, repository: str) -> None:
+    """Drop this registry's names for the images (untag only: the stand-ins' own tags stay)."""
+    filters = json.dumps({"reference": [repository]})
+    for image in json.loads(engine.request("GET", "/images/json", {"filters": filters, "digests": "1"})[1]):
+        for name in [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]:
+            if name.startswith(repository + ":") or name.startswith(repository + "@"):
+                engine.request("DELETE", f"/images/{name}", {"noprune": "0"})
+
+
+@pytest.mark.docker
+def test_pull_by_tag_then_nothing_to_pull(auth_registry):
+    engine = Engine()
+    image = auth_registry.standins["vllm-openai:v0.1"]
+    repository = image["repository"]
+    _remove(engine, repository)
+    auths = {auth_registry.host: encode_auth(auth_registry.username, auth_registry.password, auth_registry.host)}
+    try:
+        cache = ImageCache(engine, auths, retry_delay=0.1)
+        entry, changed = cache.ensure("vllm", image["reference"])
+        assert changed and entry["pulled"]
+        assert entry["digest"] == image["digest"]
+        assert entry["pinned"] == image["pinned"]
+        assert entry["size"] > 0
+        entry, changed = cache.ensure("vllm", image["reference"])
+        assert not changed and not entry["pulled"]
+    finally:
+        _remove(engine, repository)
+
+
+@pytest.mark.docker
+def test_bad_input_fails_naming_the_image(auth_registry):
+    engine = Engine()
+    good = {auth_registry.host: encode_auth(auth_registry.username, auth_registry.password, auth_registry.host)}
+    bad = {auth_registry.host: encode_auth(auth_registry.username, "wrong-password", auth_registry.host)}
+    image = auth_registry.standins["vllm-openai:v0.1"]
+    cache = ImageCache(engine, good, retry_delay=0.1)
+    with pytest.raises(ValueError, match=r"image ghost \(.*standin/ghost:v9\)"):
+        cache.ensure("ghost", f"{auth_registry.host}/standin/ghost:v9")
+    with pytest.raises(ValueError, match=r"image vllm .*digest mismatch"):
+        cache.ensure("vllm", image["reference"], "sha256:" + "0" * 64)
+    with pytest.raises(ValueError, match=r"image vllm .*could not resolve"):
+        ImageCache(engine, bad, retry_delay=0.1).ensure("vllm", image["reference"])
+
+
+@pytest.mark.docker
+def test_check_mode_reports_a_pull_without_pulling(registry):
+    engine = Engine()
+    image = registry.standins["text-embeddings-inference:v0.1"]
+    _remove(engine, image["repository"])
+    entry, changed = ImageCache(engine, {}, check_mode=True).ensure("tei", image["reference"])
+    assert changed and entry["pulled"]
+    assert entry["digest"] == image["digest"]
+    assert engine.inspect_image(image["pinned"]) is None
+
+
+@pytest.mark.docker
+def test_known_digest_present_asks_no_registry(registry):
+    engine = Engine()
+    image = registry.standins["vllm-openai:v0.2"]
+    _remove(engine, image["repository"])
+    try:
+        ImageCache(engine, {}).ensure("next", image["pinned"])
+
+        class NoRegistry(Engine):
+            def resolve(self, reference, auth=None):
+                raise AssertionError(f"asked the registry for {reference}")
+
+        entry, changed = ImageCache(NoRegistry(), {}).ensure("next", image["pinned"])
+        assert not changed and entry["digest"] == image["digest"]
+    finally:
+        _remove(engine, image["repository"])
