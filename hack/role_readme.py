@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Render each role's variable table from its meta/argument_specs.yml.
 
 The table sits in the role's README.md between the markers below; the rest

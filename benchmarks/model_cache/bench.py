@@ -155,9 +155,13 @@ def main(argv=None):
                 start = time.monotonic()
                 run_curl(urls, curl_dir, args.workers)
                 sums = subprocess.run(
-                    ["sha256sum", "--", *[p for p, _ in urls]], cwd=curl_dir, check=True, capture_output=True, text=True
+                    ["sha256sum", "--", *[p for p, _url in urls]],
+                    cwd=curl_dir,
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 ).stdout.split()[::2]
-                assert sums == [commit.files[p].sha256 for p, _ in urls], "curl fetched corrupted files"
+                assert sums == [commit.files[p].sha256 for p, _url in urls], "curl fetched corrupted files"
                 curl_verified_s = time.monotonic() - start
                 shutil.rmtree(curl_dir)
 

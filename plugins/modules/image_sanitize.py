@@ -43,8 +43,10 @@ attributes:
     description: Lists what would be removed or emptied, and touches nothing.
   diff_mode:
     support: none
+    description: Returns the lists of paths instead of a diff.
   idempotent:
     support: full
+    description: A second run finds nothing left to do and reports no change.
 """
 
 EXAMPLES = r"""

@@ -72,8 +72,10 @@ attributes:
     description: The module only reads; it runs the same in check mode.
   diff_mode:
     support: none
+    description: Returns the lists of paths instead of a diff.
   idempotent:
     support: full
+    description: The module only reads, and never reports a change.
 notes:
   - Documentation examples such as AWS's C(AKIAIOSFODNN7EXAMPLE) are not
     reported.

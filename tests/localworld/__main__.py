@@ -89,7 +89,7 @@ def down(state_dir: Path) -> None:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
-        for _ in range(100):
+        for _attempt in range(100):
             try:
                 os.killpg(pid, 0)
             except ProcessLookupError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import email.utils
+import functools
 import gzip
 import hashlib
 import http.server
@@ -205,7 +206,7 @@ class AptRepo:
         self.root = Path(tempfile.mkdtemp(prefix="localworld-aptrepo-"))
         try:
             self._build()
-            handler = lambda *args, **kwargs: _Handler(*args, directory=str(self.root), **kwargs)  # noqa: E731
+            handler = functools.partial(_Handler, directory=str(self.root))
             self._server = http.server.ThreadingHTTPServer((HOST, 0), handler)
             self._server.requests = []
             self._thread = threading.Thread(target=self._server.serve_forever, name="aptrepo", daemon=True)

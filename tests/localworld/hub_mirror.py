@@ -609,7 +609,7 @@ class _Handler(BaseHTTPRequestHandler):
             # What the Hub answers an anonymous request for a private repo.
             self._send_error(record, 401, "RepoNotFound", "Invalid username or password.", head=self.command == "HEAD")
             return False
-        scheme, _, token = header.partition(" ")
+        scheme, _sep, token = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
             self._send_error(
                 record, 401, None, "Invalid credentials in Authorization header", head=self.command == "HEAD"

@@ -70,7 +70,7 @@ def test_nvidia_ctk_stand_in_reports_its_version(aptrepo, tmp_path: Path):
     out = subprocess.run(
         [tmp_path / "root/usr/bin/nvidia-ctk", "--version"], capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == f"STAND-IN nvidia-ctk version {version.split('-')[0]}"
+    assert out.stdout.strip() == f"STAND-IN nvidia-ctk version {version.split('-', maxsplit=1)[0]}"
 
 
 def test_command_line_prints_one_json_line_and_stops_on_its_own(tmp_path: Path):

@@ -327,7 +327,7 @@ def listening_addresses(port: int) -> set[str]:
     addresses = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         local, state = line.split()[1], line.split()[3]
-        address, _, port_hex = local.partition(":")
+        address, _sep, port_hex = local.partition(":")
         if state == "0A" and int(port_hex, 16) == port:
             addresses.add(address)
     return addresses
@@ -381,7 +381,7 @@ def test_tei_standin_answers_503_then_200(standin_images, containers, docker_con
     )
     assert started.returncode == 0, started.stderr
 
-    loading, _ = wait_for(f"http://127.0.0.1:{port}/health", lambda answer: answer is not None, timeout=10)
+    loading, _answer = wait_for(f"http://127.0.0.1:{port}/health", lambda answer: answer is not None, timeout=10)
     assert loading[0] == 503, "TEI answers 503 while the model loads"
     _ready, before = wait_for(f"http://127.0.0.1:{port}/health", lambda answer: answer and answer[0] == 200)
     assert all(answer[0] == 503 for answer in before)

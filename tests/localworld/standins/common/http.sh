@@ -1,4 +1,6 @@
-#!/bin/busybox sh
+#!/bin/sh
+# busybox's sh (ash) has read -t, which POSIX sh lacks.
+# shellcheck disable=SC3045
 # Shared by the stand-in images' request handlers (sourced, not run).
 #
 # busybox nc runs one handler per connection with the socket on stdin and

@@ -1,4 +1,4 @@
-#!/bin/busybox sh
+#!/bin/sh
 # Shared by the stand-in images' entrypoints (sourced, not run): argument
 # checks and the listener. STANDIN_NAME must be set before sourcing.
 

@@ -1,4 +1,6 @@
-#!/bin/busybox sh
+#!/bin/sh
+# STANDIN_NAME is read, and delay set, by the sourced common/standin.sh.
+# shellcheck disable=SC2034,SC2154
 # STAND-IN for ghcr.io/huggingface/text-embeddings-inference: takes TEI's
 # command line and answers GET /health and GET /info the way TEI does. It
 # computes no embeddings.

@@ -1,4 +1,4 @@
-#!/bin/busybox sh
+#!/bin/sh
 # STAND-IN for text-embeddings-inference: answers one request (run by
 # busybox nc per connection). The entrypoint exports STANDIN_INFO_JSON and
 # STANDIN_READY_FILE.

@@ -1,4 +1,6 @@
-#!/bin/busybox sh
+#!/bin/sh
+# STANDIN_NAME is read, and delay set, by the sourced common/standin.sh.
+# shellcheck disable=SC2034,SC2154
 # STAND-IN for vllm/vllm-openai: takes vLLM's OpenAI server command line and
 # answers GET /health and GET /v1/models the way vLLM does. It runs no model.
 #

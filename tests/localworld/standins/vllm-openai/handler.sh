@@ -1,4 +1,4 @@
-#!/bin/busybox sh
+#!/bin/sh
 # STAND-IN for vllm/vllm-openai: answers one request (run by busybox nc per
 # connection). The entrypoint exports STANDIN_MODELS_JSON.
 # shellcheck source=../common/http.sh

@@ -104,7 +104,7 @@ def test_throttling_is_retried_and_never_taken_as_success():
 
 def test_throttling_that_outlasts_the_retries_fails():
     api, stubber = stubbed_api(retries=2)
-    for _ in range(3):
+    for _attempt in range(3):
         stubber.add_client_error("describe_images", "RequestLimitExceeded", "slow down", 503)
     clock = FakeClock()
     with pytest.raises(images.ImageError) as error:
@@ -114,7 +114,7 @@ def test_throttling_that_outlasts_the_retries_fails():
 
 def test_wait_times_out_naming_the_image_and_region():
     api, stubber = stubbed_api()
-    for _ in range(4):
+    for _attempt in range(4):
         stubber.add_response("describe_images", {"Images": [image("pending")]})
     clock = FakeClock()
     with pytest.raises(
