@@ -76,7 +76,7 @@ unit: $(STAMP)  ## Unit tests of plugins, roles' Python files and tools
 
 .PHONY: world
 world: $(STAMP) world-deps docker  ## Tests of the local world's own services
-	pytest tests/world
+	pytest -n 2 tests/world
 
 .PHONY: molecule
 molecule: $(STAMP) world-deps base-image  ## Every molecule scenario (2 at a time): check, converge, idempotence, verify
@@ -84,7 +84,7 @@ molecule: $(STAMP) world-deps base-image  ## Every molecule scenario (2 at a tim
 
 .PHONY: integration
 integration: $(STAMP) world-deps docker  ## Integration targets against the local world
-	pytest tests/integration
+	pytest -n 2 tests/integration
 
 IMPORTER := $(CURDIR)/.cache/importer
 $(IMPORTER)/.installed: requirements/importer.txt
