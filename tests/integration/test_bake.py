@@ -1,0 +1,306 @@
+"""playbooks/bake.yml and playbooks/cleanup.yml end to end, with faults, against the local world.
+
+Each test runs the real playbook with ``ansible-playbook``: the builder is
+launched in moto (on 127.0.0.1) by the collection's launcher, and reached
+through a local systemd container (``bake_builder_connection: docker``);
+nothing connects to moto's instance addresses. The configure roles are left
+out (``bake_configure_roles: []``) to keep the suite fast; image_sanitize,
+which always runs, still sanitizes and scans the container. ``make demo``
+runs the whole bake with every role.
+
+Every test ends by checking that no instance, security group, key pair or
+container of its bake is left.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import signal
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from localworld.faults import fault_env
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+BASE_IMAGE = "burst-golden-ami/debian12-systemd:latest"
+TIMEOUT_S = 300
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+
+def _docker_ready() -> bool:
+    probe = subprocess.run(
+        ["docker", "image", "inspect", BASE_IMAGE], capture_output=True, text=True, check=False, timeout=60
+    )
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _builder_image():
+    if not _docker_ready():
+        pytest.fail(f"the builder image {BASE_IMAGE} is missing: run `make base-image` (hack/build-base-image.sh)")
+
+
+def _bake_vars(tmp_path: Path, bake_id: str, **overrides) -> dict:
+    variables = {
+        "bake_id": bake_id,
+        "bake_builder_connection": "docker",
+        "bake_base_image_family": {"name_prefix": "Deep Learning AMI Ubuntu", "owners": ["amazon"]},
+        "bake_instance_types": ["g6e.xlarge", "g6.2xlarge", "g5.2xlarge"],
+        "bake_configure_roles": [],
+        "bake_image_name": f"burst-golden-test-{bake_id}",
+        "bake_ssm_parameter": f"/burst/test/{bake_id}",
+        "bake_manifest_path": str(tmp_path / "manifest.json"),
+        "bake_capture_poll_interval": 1,
+    }
+    variables.update(overrides)
+    return variables
+
+
+def _environment(aws_env: dict[str, str], tmp_path: Path, plan: list | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_", "LOCALWORLD_"))}
+    env.update(aws_env)
+    env.update(
+        {
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".venv" / "collections"),
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_CALLBACKS_ENABLED": "burst.golden_ami.step_timer",
+            "BURST_STEP_TIMER_OUTPUT": str(tmp_path / "steps.json"),
+        }
+    )
+    if plan is not None:
+        env.update(fault_env(plan, tmp_path))
+    return env
+
+
+def _command(playbook: str, variables: dict, tmp_path: Path) -> list[str]:
+    vars_file = tmp_path / f"{playbook}-vars.json"
+    vars_file.write_text(json.dumps(variables))
+    return [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(REPO / "playbooks" / playbook), "-e", f"@{vars_file}"]
+
+
+def _run(playbook: str, variables: dict, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        _command(playbook, variables, tmp_path),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+
+
+def _output(result: subprocess.CompletedProcess) -> str:
+    return f"{result.stdout}\n{result.stderr}"
+
+
+def _leftovers(bake_id: str) -> dict[str, list[str]]:
+    """What of this bake is still there: active instances, security groups, key pairs, containers."""
+    ec2 = boto3.client("ec2")
+    by_tag = [{"Name": "tag:BakeId", "Values": [bake_id]}]
+    instances = [
+        i["InstanceId"]
+        for r in ec2.describe_instances(
+            Filters=[*by_tag, {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+        )["Reservations"]
+        for i in r["Instances"]
+    ]
+    groups = [g["GroupId"] for g in ec2.describe_security_groups(Filters=by_tag)["SecurityGroups"]]
+    keys = [k["KeyName"] for k in ec2.describe_key_pairs(Filters=by_tag)["KeyPairs"]]
+    containers = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=burst.golden_ami.bake-id={bake_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    return {"instances": instances, "security_groups": groups, "key_pairs": keys, "containers": containers}
+
+
+def _nothing_left(_bake_id: str) -> dict[str, list[str]]:
+    return {"instances": [], "security_groups": [], "key_pairs": [], "containers": []}
+
+
+def _builder_instances(bake_id: str) -> list[dict]:
+    ec2 = boto3.client("ec2")
+    reservations = ec2.describe_instances(
+        Filters=[{"Name": "tag:BakeId", "Values": [bake_id]}, {"Name": "tag:Mode", "Values": ["GoldenAmiBuilder"]}]
+    )["Reservations"]
+    return [i for r in reservations for i in r["Instances"]]
+
+
+def _bake_id(name: str) -> str:
+    return f"test-{name}-{secrets.token_hex(3)}"
+
+
+def test_bake_falls_back_on_capacity_errors_and_publishes(aws_env, tmp_path):
+    bake_id = _bake_id("capacity")
+    plan = [
+        {
+            "operation": "RunInstances",
+            "match": {"InstanceType": instance_type},
+            "code": "InsufficientInstanceCapacity",
+            "message": f"We currently do not have sufficient {instance_type} capacity in the zone you requested.",
+        }
+        for instance_type in ("g6e.xlarge", "g6.2xlarge")
+    ]
+    result = _run("bake.yml", _bake_vars(tmp_path, bake_id), _environment(aws_env, tmp_path, plan), tmp_path)
+    output = _output(result)
+    assert result.returncode == 0, output[-6000:]
+
+    builders = _builder_instances(bake_id)
+    assert [b["InstanceType"] for b in builders] == ["g5.2xlarge"], "the launcher moved on to the third type"
+    assert builders[0]["State"]["Name"] == "terminated"
+    assert builders[0]["MetadataOptions"]["HttpTokens"] == "required"
+    ec2 = boto3.client("ec2")
+    builder_id = builders[0]["InstanceId"]
+    behaviour = ec2.describe_instance_attribute(InstanceId=builder_id, Attribute="instanceInitiatedShutdownBehavior")
+    assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+    user_data = ec2.describe_instance_attribute(InstanceId=builder_id, Attribute="userData")["UserData"]["Value"]
+    assert "--on-active=180min" in base64.b64decode(user_data).decode(), "the builder's lifetime is bounded on it"
+
+    images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:BakeId", "Values": [bake_id]}])["Images"]
+    assert len(images) == 1
+    image_id = images[0]["ImageId"]
+    parameter = boto3.client("ssm").get_parameter(Name=f"/burst/test/{bake_id}")["Parameter"]
+    assert parameter["Value"] == image_id
+
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["image_id"] == image_id
+    assert manifest["contents"]["bake_id"] == bake_id
+    assert manifest["contents"]["builder"]["instance_type"] == "g5.2xlarge"
+    steps = [s["step"] for s in json.loads((tmp_path / "steps.json").read_text())["steps"]]
+    assert {"Launch the builder", "image_sanitize", "Capture the image", "Clean up the bake"} <= set(steps)
+    assert _leftovers(bake_id) == _nothing_left(bake_id)
+
+
+def test_role_failing_mid_bake_names_the_step_and_cleans_up(aws_env, tmp_path):
+    bake_id = _bake_id("role")
+    # burst_services without its images fails in its own validation, on the builder.
+    variables = _bake_vars(tmp_path, bake_id, bake_configure_roles=["burst_services"])
+    result = _run("bake.yml", variables, _environment(aws_env, tmp_path), tmp_path)
+    output = _output(result)
+    assert result.returncode != 0
+    assert f"Bake {bake_id} failed at step" in output
+    assert "(role burst_services)" in output
+    assert _builder_instances(bake_id), "the builder was launched before the role failed"
+    assert _leftovers(bake_id) == _nothing_left(bake_id)
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_capture_timing_out_fails_the_bake_and_cleans_up(aws_env, tmp_path):
+    bake_id = _bake_id("capture")
+    # The new image never shows up as available: every DescribeImages by id answers "not found yet".
+    plan = [{"operation": "DescribeImages", "match": {"Owners": None}, "code": "InvalidAMIID.NotFound"}]
+    variables = _bake_vars(tmp_path, bake_id, bake_capture_timeout=3)
+    result = _run("bake.yml", variables, _environment(aws_env, tmp_path, plan), tmp_path)
+    output = _output(result)
+    assert result.returncode != 0
+    assert f"Bake {bake_id} failed at step 'Capture the image and publish it'" in output
+    assert "Timed out after 3 s" in output
+    assert _leftovers(bake_id) == _nothing_left(bake_id)
+    with pytest.raises(boto3.client("ssm").exceptions.ParameterNotFound):
+        boto3.client("ssm").get_parameter(Name=f"/burst/test/{bake_id}")
+
+
+def test_planted_token_fails_the_secret_scan_without_printing_it(aws_env, tmp_path):
+    bake_id = _bake_id("token")
+    container = f"burst-bake-{bake_id}"
+    token = "hf_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _index in range(34))
+    subprocess.run(
+        [
+            "docker", "run", "-d", "--name", container,
+            "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+            "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+            "--network", "host", BASE_IMAGE, "/lib/systemd/systemd",
+        ],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    try:
+        subprocess.run(
+            ["docker", "exec", "-i", container, "sh", "-c", "mkdir -p /opt/app && cat > /opt/app/settings.env"],
+            input=f"HF_TOKEN={token}\n",
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        variables = _bake_vars(tmp_path, bake_id, bake_builder_container=container)
+        result = _run("bake.yml", variables, _environment(aws_env, tmp_path), tmp_path)
+        output = _output(result)
+        assert result.returncode != 0
+        assert f"Bake {bake_id} failed at step" in output
+        assert "(role image_sanitize)" in output
+        assert "/opt/app/settings.env" in output, "the failure names the file"
+        assert token not in output
+        assert token[3:] not in output
+        assert not (tmp_path / "manifest.json").exists()
+        assert _leftovers(bake_id) == _nothing_left(bake_id)
+        # A container given to the bake is the caller's: it is kept.
+        kept = subprocess.run(["docker", "inspect", container], capture_output=True, check=False, timeout=60)
+        assert kept.returncode == 0
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False, timeout=120)
+
+
+def test_sigint_mid_run_then_cleanup_playbook_leaves_nothing(aws_env, tmp_path):
+    bake_id = _bake_id("sigint")
+    env = _environment(aws_env, tmp_path)
+    process = subprocess.Popen(
+        _command("bake.yml", _bake_vars(tmp_path, bake_id), tmp_path),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not _builder_instances(bake_id):
+            assert process.poll() is None, "the bake ended before its builder was launched"
+            assert time.monotonic() < deadline, "no builder was launched within 180 s"
+            time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=120)[0]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode != 0
+    assert "Clean up the bake" not in output, "an interrupted run runs no cleanup: the sweep does"
+    left = _leftovers(bake_id)
+    assert left["instances"] and left["security_groups"] and left["key_pairs"], left
+
+    cleanup = _run("cleanup.yml", {"bake_id": bake_id, "bake_cleanup_containers": True}, env, tmp_path)
+    assert cleanup.returncode == 0, _output(cleanup)[-6000:]
+    assert _leftovers(bake_id) == _nothing_left(bake_id)
+
+
+def test_cleanup_by_age_keeps_young_bakes(aws_env, tmp_path):
+    ec2 = boto3.client("ec2")
+    old, young = _bake_id("old"), _bake_id("young")
+    for bake_id, started in ((old, "2020-01-01T00:00:00Z"), (young, "2999-01-01T00:00:00Z")):
+        tags = [{"Key": "BakeId", "Value": bake_id}, {"Key": "BakeStarted", "Value": started}]
+        ec2.create_key_pair(KeyName=bake_id, TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}])
+        ec2.create_security_group(
+            GroupName=bake_id, Description="test", TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}]
+        )
+    cleanup = _run("cleanup.yml", {"bake_cleanup_older_than": 60}, _environment(aws_env, tmp_path), tmp_path)
+    assert cleanup.returncode == 0, _output(cleanup)[-6000:]
+    assert _leftovers(old) == _nothing_left(old)
+    young_left = _leftovers(young)
+    assert young_left["security_groups"] and young_left["key_pairs"] == [young]
