@@ -32,7 +32,10 @@ debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR" >
 # A container image, not a machine: no getty, no udev triggers, no machine id.
 rm -f "$root"/etc/machine-id "$root"/var/lib/dbus/machine-id
 : > "$root"/etc/machine-id
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/lib/apt/periodic/*
+# An empty package index must look stale, or apt's cache_valid_time would
+# trust it and find no package at all.
+touch -d @0 "$root"/var/lib/apt/lists
 ln -sf /dev/null "$root"/etc/systemd/system/getty@tty1.service
 ln -sf /dev/null "$root"/etc/systemd/system/systemd-udevd.service
 ln -sf /dev/null "$root"/etc/systemd/system/systemd-udev-trigger.service
