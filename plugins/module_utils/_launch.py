@@ -55,11 +55,14 @@ try:
 except ImportError:
     pass  # handled by AnsibleAWSModule, or by the application
 
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry, RetryingBotoClientWrapper
+from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import (
     ansible_dict_to_boto3_tag_list,
     boto3_tag_list_to_ansible_dict,
 )
+
+# One retry policy for every AWS call of the collection.
+from ansible_collections.burst.golden_ami.plugins.module_utils._images import default_retry
 
 # Errors after which the same request may succeed with another instance type,
 # subnet (zone) or market. Anything else fails the launch at once.
@@ -107,11 +110,6 @@ class LaunchError(Exception):
         self.message = message
         self.exception = exception
         self.attempts = list(attempts or [])
-
-
-def default_retry():
-    """Retry throttling and transient server errors with jittered backoff (about 2 minutes at most)."""
-    return AWSRetry.jittered_backoff(retries=10, delay=2, max_delay=30)
 
 
 def retrying(client):
