@@ -71,7 +71,7 @@ sanity: $(STAMP) world-deps  ## ansible-test sanity (local, Python 3.11) on a co
 	hack/ansible-test-sanity.sh
 
 .PHONY: unit
-unit: $(STAMP)  ## Unit tests of plugins, roles' Python files and tools
+unit: $(STAMP) world-deps docker  ## Unit tests of plugins, roles' Python files and tools
 	pytest tests/unit
 
 .PHONY: world
