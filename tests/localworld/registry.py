@@ -12,6 +12,8 @@ the ``org.opencontainers.image.description`` label starts with
 
 - ``standin/vllm-openai``: vLLM's OpenAI server (``/health``, ``/v1/models``).
 - ``standin/text-embeddings-inference``: TEI (``/health``, ``/info``).
+- ``standin/buildkit``: moby/buildkit's buildkitd (checks its config, builds nothing).
+- ``standin/busybox``: a minimal base (the host's static busybox as ``/bin/sh``).
 
 ``python -m localworld.registry [--auth USER[:PASSWORD]] [--no-standins]``
 serves until SIGTERM or SIGINT and prints one JSON line with the host and
@@ -63,6 +65,8 @@ STANDINS_DIR = Path(__file__).resolve().with_name("standins")
 STANDINS = {
     "vllm-openai": "standin/vllm-openai",
     "text-embeddings-inference": "standin/text-embeddings-inference",
+    "buildkit": "standin/buildkit",
+    "busybox": "standin/busybox",
 }
 STANDIN_VERSION = "0.1"
 # A second tag of standin/vllm-openai with other content (another version

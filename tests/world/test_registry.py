@@ -188,7 +188,13 @@ def test_anonymous_registry_serves_v2_on_loopback(registry):
 
 @pytest.mark.docker
 def test_skopeo_inspects_standins_by_tag_and_by_digest(standin_images):
-    assert set(standin_images) == {"vllm-openai:v0.1", "text-embeddings-inference:v0.1", "vllm-openai:v0.2"}
+    assert set(standin_images) == {
+        "vllm-openai:v0.1",
+        "text-embeddings-inference:v0.1",
+        "buildkit:v0.1",
+        "busybox:v0.1",
+        "vllm-openai:v0.2",
+    }
     for image in standin_images.values():
         by_tag = skopeo_inspect(image["reference"])
         assert by_tag.returncode == 0, by_tag.stderr
@@ -447,3 +453,61 @@ def test_module_serves_until_sigterm_and_prints_no_password(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.docker
+def test_busybox_standin_is_a_shell_and_nothing_else(standin_images):
+    image = standin_images["busybox:v0.1"]
+    ran = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", image["pinned"], "sh", "-c", "ls -a / /bin; echo ok"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split()[-1] == "ok"
+    assert "busybox" in ran.stdout and "standin" not in ran.stdout
+
+
+@pytest.mark.docker
+def test_buildkit_standin_needs_its_config(standin_images, tmp_path):
+    image = standin_images["buildkit:v0.1"]
+    missing = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", image["pinned"], "--config", "/etc/buildkit/buildkitd.toml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert missing.returncode == 2
+    assert "/etc/buildkit/buildkitd.toml' does not exist" in missing.stderr
+    config = tmp_path / "buildkitd.toml"
+    config.write_text("[worker.oci]\n  max-parallelism = 16\n  gc = false\n")
+    name = f"standin-buildkit-{tmp_path.name}"[:60]
+    started = subprocess.run(
+        [
+            *("docker", "run", "-d", "--name", name, "--network", "none"),
+            *("-v", f"{config}:/etc/buildkit/buildkitd.toml:ro", image["pinned"]),
+            *("--config", "/etc/buildkit/buildkitd.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        logs = ""
+        for _ in range(50):
+            logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=False).stdout
+            if logs:
+                break
+            time.sleep(0.1)
+        assert "settings: max-parallelism=16 gc=false" in logs
+        state = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True, check=False
+        )
+        assert state.stdout.strip() == "true"
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
