@@ -38,11 +38,9 @@ def free_port(host: str = HOST) -> int:
 
 
 def _moto_server_command() -> list[str]:
-    """The ``moto_server`` next to this interpreter, else ``python -m moto.server``."""
-    script = Path(sys.executable).with_name("moto_server")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "moto.server"]
+    """moto's server with the local world's extensions (``moto_extensions.py``: image deprecation)."""
+    # -P: the script's directory holds this module, named moto too; it must not shadow the package.
+    return [sys.executable, "-P", str(Path(__file__).resolve().with_name("moto_extensions.py"))]
 
 
 class MotoServer:

@@ -129,3 +129,20 @@ def test_context_manager_stops_server():
     )
     with pytest.raises(EndpointConnectionError):
         ec2.describe_regions()
+
+
+def test_image_deprecation_is_added_to_moto(aws_env):
+    ec2 = _client("ec2", aws_env)
+    image_id = ec2.register_image(
+        Name="deprecation-check",
+        RootDeviceName="/dev/sda1",
+        BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 8}}],
+    )["ImageId"]
+    assert "DeprecationTime" not in ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    ec2.enable_image_deprecation(ImageId=image_id, DeprecateAt="2030-01-02T03:04:31Z")
+    image = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert image["DeprecationTime"] == "2030-01-02T03:05:00.000Z", "seconds round to the nearest minute"
+    ec2.disable_image_deprecation(ImageId=image_id)
+    assert "DeprecationTime" not in ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    with pytest.raises(ClientError, match=r"InvalidAMIID\.NotFound"):
+        ec2.enable_image_deprecation(ImageId="ami-0123456789abcdef0", DeprecateAt="2030-01-02T03:04:00Z")
