@@ -114,6 +114,13 @@ class Engine:
         except ValueError:
             return body.decode(errors="replace").strip()
 
+    def info(self):
+        """The engine's ``/info`` (``DockerRootDir`` among others)."""
+        status, body = self.request("GET", "/info")
+        if status != 200:
+            raise EngineError(f"reading the engine's information failed: {self._message(body)}", status)
+        return json.loads(body)
+
     def inspect_image(self, name):
         """The engine's record of ``name``, or None when it has no such image."""
         status, body = self.request("GET", f"/images/{quote(name, safe='/:@')}/json")

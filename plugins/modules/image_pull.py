@@ -20,6 +20,10 @@ description:
     are sent in the request header only; nothing is written to disk.
   - Registry errors are retried with exponential backoff; an unknown image,
     a refused login or a digest mismatch fails at once, naming the image.
+  - Before any pull, a disk preflight checks that the images still to pull
+    fit on the engine's data root (C(DockerRootDir)), their O(images[].size_mb)
+    plus O(min_free_mb) must be free there. When it fails, nothing is pulled
+    and the error names the free space, the images and what they need.
 author:
   - burst.golden_ami maintainers (@burst)
 options:
@@ -40,6 +44,19 @@ options:
       digest:
         description: Expected manifest digest; the registry's must match.
         type: str
+      size_mb:
+        description:
+          - Disk space the image takes once pulled and unpacked, in MiB (the size C(docker image ls) shows), for
+            the disk preflight. The registry does not tell it before the pull, so it is the user's figure.
+          - Not given, the image counts for nothing and only O(min_free_mb) is checked.
+        type: int
+        default: 0
+  min_free_mb:
+    description:
+      - MiB that must remain free on the engine's data root once the images still to pull are pulled.
+      - The preflight runs only when some image is to be pulled; C(0) with no O(images[].size_mb) turns it off.
+    type: int
+    default: 1024
   registry_auth:
     description: Credentials per registry, used only for images in that registry.
     type: list
@@ -159,9 +176,32 @@ pulled:
   returned: always
   type: int
   sample: 0
+disk:
+  description: The disk preflight, made before any pull.
+  returned: always
+  type: dict
+  contains:
+    path:
+      description: The engine's data root, where the space was measured (empty when nothing was to be pulled).
+      type: str
+      sample: /var/lib/docker
+    free_bytes:
+      description: Bytes free there for an unprivileged writer (0 when nothing was to be pulled).
+      type: int
+      sample: 52613349376
+    needed_bytes:
+      description: The sizes of the images to pull plus the margin (0 when nothing was to be pulled).
+      type: int
+      sample: 19327352832
+    pending:
+      description: Names of the images to pull.
+      type: list
+      elements: str
+      sample: [vllm]
 """
 
 import base64  # noqa: E402
+import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
@@ -197,6 +237,34 @@ def ecr_credentials(registry, region=None, endpoint_url=None, client=None):
     return username, password
 
 
+MIB = 1024 * 1024
+
+
+def _gib(count):
+    return f"{count / (1024 * MIB):.1f} GiB"
+
+
+def disk_preflight(pending, min_free_mb, path, statvfs=os.statvfs):
+    """Check that the images to pull fit on ``path``; return the numbers, or raise ValueError naming them.
+
+    ``pending`` lists (name, size in MiB) of the images not in the engine yet.
+    """
+    if not pending or (min_free_mb <= 0 and not any(size for _name, size in pending)):
+        return {"path": "", "free_bytes": 0, "needed_bytes": 0, "pending": [name for name, _size in pending]}
+    stats = statvfs(path)
+    free = stats.f_bavail * stats.f_frsize
+    needed = (sum(size for _name, size in pending) + max(min_free_mb, 0)) * MIB
+    disk = {"path": path, "free_bytes": free, "needed_bytes": needed, "pending": [name for name, _size in pending]}
+    if free < needed:
+        images = ", ".join(f"{name} ({_gib(size * MIB) if size else 'size not given'})" for name, size in pending)
+        raise ValueError(
+            f"Not enough disk space for the images to pull: {path} has {_gib(free)} free; {images} plus the "
+            f"{_gib(max(min_free_mb, 0) * MIB)} margin need {_gib(needed)}. Grow the root volume "
+            f"(bake_root_volume.size) or free space there. Nothing was pulled."
+        )
+    return disk
+
+
 class ImageCache:
     """Resolve and pull images; one instance per module run."""
 
@@ -213,6 +281,10 @@ class ImageCache:
 
     def ensure(self, name, reference, expected=None):
         """Return (manifest entry, changed) for one image; raise ValueError naming the image on failure."""
+        return self.apply(self.plan(name, reference, expected))
+
+    def plan(self, name, reference, expected=None):
+        """Resolve one image without pulling it: its repository, tag, digest and the engine's record (or None)."""
         label = f"image {name} ({reference})"
         try:
             repository, tag, pinned_digest = parse_reference(reference)
@@ -234,7 +306,21 @@ class ImageCache:
             if expected and digest != expected:
                 raise ValueError(f"{label}: digest mismatch, the registry serves {digest}, expected {expected}")
             local = self.engine.inspect_image(f"{repository}@{digest}")
+        return {
+            "name": name,
+            "reference": reference,
+            "label": label,
+            "repository": repository,
+            "tag": tag,
+            "digest": digest,
+            "auth": auth,
+            "local": local,
+        }
 
+    def apply(self, plan):
+        """Pull (unless in check mode) and tag one planned image; return (manifest entry, changed)."""
+        name, reference, label = plan["name"], plan["reference"], plan["label"]
+        repository, tag, digest, auth, local = (plan[k] for k in ("repository", "tag", "digest", "auth", "local"))
         pulled = local is None
         if pulled and not self.check_mode:
             try:
@@ -295,8 +381,10 @@ def run_module():
                     "name": {"type": "str", "required": True},
                     "reference": {"type": "str", "required": True},
                     "digest": {"type": "str"},
+                    "size_mb": {"type": "int", "default": 0},
                 },
             },
+            "min_free_mb": {"type": "int", "default": 1024},
             "registry_auth": {
                 "type": "list",
                 "elements": "dict",
@@ -331,12 +419,31 @@ def run_module():
         retries=module.params["retries"],
         retry_delay=module.params["retry_delay"],
     )
-    entries, changed = [], False
+    bad_sizes = [image["name"] for image in module.params["images"] if image["size_mb"] < 0]
+    if bad_sizes or module.params["min_free_mb"] < 0:
+        module.fail_json(msg=f"size_mb and min_free_mb must be 0 or more: {', '.join(bad_sizes) or 'min_free_mb'}")
+
+    plans = []
     for image in module.params["images"]:
         try:
-            entry, image_changed = cache.ensure(image["name"], image["reference"], image["digest"])
+            plans.append(cache.plan(image["name"], image["reference"], image["digest"]))
         except (ValueError, EngineError) as exc:
-            module.fail_json(msg=str(exc), images=entries)
+            module.fail_json(msg=str(exc), images=[])
+
+    sizes = {image["name"]: image["size_mb"] for image in module.params["images"]}
+    pending = [(plan["name"], sizes[plan["name"]]) for plan in plans if plan["local"] is None]
+    try:
+        path = cache.engine.info()["DockerRootDir"] if pending else ""
+        disk = disk_preflight(pending, module.params["min_free_mb"], path)
+    except (ValueError, EngineError, OSError, KeyError) as exc:
+        module.fail_json(msg=str(exc), images=[], pulled=0)
+
+    entries, changed = [], False
+    for plan in plans:
+        try:
+            entry, image_changed = cache.apply(plan)
+        except (ValueError, EngineError) as exc:
+            module.fail_json(msg=str(exc), images=entries, disk=disk)
         entries.append(entry)
         changed = changed or image_changed
     module.exit_json(
@@ -344,6 +451,7 @@ def run_module():
         images=entries,
         digests={entry["name"]: entry["pinned"] for entry in entries},
         pulled=sum(1 for entry in entries if entry["pulled"]),
+        disk=disk,
     )
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import sys
 
 import boto3
 import pytest
+from ansible.module_utils import basic
 from moto import mock_aws
 
 from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import (
@@ -17,7 +20,8 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine im
     registry_host,
     with_retries,
 )
-from ansible_collections.burst.golden_ami.plugins.modules.image_pull import ImageCache, ecr_credentials
+from ansible_collections.burst.golden_ami.plugins.modules import image_pull
+from ansible_collections.burst.golden_ami.plugins.modules.image_pull import ImageCache, disk_preflight, ecr_credentials
 
 
 def test_parse_reference_splits_host_port_tag_and_digest():
@@ -139,5 +143,83 @@ def test_known_digest_present_asks_no_registry(registry):
 
         entry, changed = ImageCache(NoRegistry(), {}).ensure("next", image["pinned"])
         assert not changed and entry["digest"] == image["digest"]
+    finally:
+        _remove(engine, image["repository"])
+
+
+class _Stats:
+    """What os.statvfs returns, with a chosen free space."""
+
+    def __init__(self, free_bytes: int) -> None:
+        self.f_frsize = 4096
+        self.f_bavail = free_bytes // 4096
+
+
+def test_disk_preflight_passes_and_reports_the_numbers():
+    disk = disk_preflight([("vllm", 17 * 1024)], 1024, "/var/lib/docker", statvfs=lambda _path: _Stats(40 << 30))
+    assert disk == {
+        "path": "/var/lib/docker",
+        "free_bytes": 40 << 30,
+        "needed_bytes": 18 << 30,
+        "pending": ["vllm"],
+    }
+
+
+def test_disk_preflight_fails_naming_the_space_and_the_images():
+    with pytest.raises(ValueError) as failure:
+        disk_preflight(
+            [("vllm", 17 * 1024), ("tei", 0)], 1024, "/var/lib/docker", statvfs=lambda _path: _Stats(10 << 30)
+        )
+    assert str(failure.value) == (
+        "Not enough disk space for the images to pull: /var/lib/docker has 10.0 GiB free; vllm (17.0 GiB), "
+        "tei (size not given) plus the 1.0 GiB margin need 18.0 GiB. Grow the root volume (bake_root_volume.size) "
+        "or free space there. Nothing was pulled."
+    )
+
+
+def test_disk_preflight_needs_nothing_when_nothing_is_to_be_pulled():
+    def no_disk(path):
+        raise AssertionError(f"measured {path}")
+
+    assert disk_preflight([], 1024, "", statvfs=no_disk)["needed_bytes"] == 0
+    assert disk_preflight([("tei", 0)], 0, "/var/lib/docker", statvfs=no_disk)["needed_bytes"] == 0
+
+
+def _run_module(monkeypatch, args: dict) -> dict:
+    """Run image_pull's main as Ansible would; return its JSON result."""
+    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode())
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    with pytest.raises(SystemExit):
+        image_pull.main()
+    return json.loads(sys.stdout.getvalue())
+
+
+@pytest.mark.docker
+def test_module_pulls_nothing_when_the_images_do_not_fit(registry, monkeypatch):
+    engine = Engine()
+    image = registry.standins["text-embeddings-inference:v0.1"]
+    _remove(engine, image["repository"])
+    try:
+        huge = 1024 * 1024 * 1024  # 1 PiB in MiB: more than any disk here
+        args = {"images": [{"name": "tei", "reference": image["reference"], "size_mb": huge}], "retry_delay": 0.1}
+        result = _run_module(monkeypatch, {**args, "_ansible_check_mode": True})
+        assert result["failed"] and "Not enough disk space" in result["msg"], "check mode gives the verdict"
+        result = _run_module(monkeypatch, args)
+        assert result["failed"]
+        assert result["msg"].startswith("Not enough disk space for the images to pull: ")
+        assert "tei (1048576.0 GiB)" in result["msg"]
+        assert engine.inspect_image(image["pinned"]) is None, "nothing was pulled"
+
+        result = _run_module(monkeypatch, {**args, "images": [{**args["images"][0], "size_mb": 1}]})
+        assert result["changed"] and result["pulled"] == 1
+        root = engine.info()["DockerRootDir"]
+        assert result["disk"]["path"] == root and result["disk"]["pending"] == ["tei"]
+        assert result["disk"]["needed_bytes"] == (1 + 1024) * 1024 * 1024
+        assert result["disk"]["free_bytes"] > result["disk"]["needed_bytes"]
+
+        result = _run_module(monkeypatch, args)  # present now: needs no space, even at 1 PiB
+        assert not result["changed"] and not result.get("failed")
+        assert result["disk"] == {"path": "", "free_bytes": 0, "needed_bytes": 0, "pending": []}
     finally:
         _remove(engine, image["repository"])
