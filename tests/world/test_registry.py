@@ -499,7 +499,7 @@ def test_buildkit_standin_needs_its_config(standin_images, tmp_path):
     try:
         assert started.returncode == 0, started.stderr
         logs = ""
-        for _ in range(50):
+        for _attempt in range(50):
             logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=False).stdout
             if logs:
                 break
