@@ -1,0 +1,366 @@
+#!/usr/bin/python
+# Copyright: burst.golden_ami contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: modelcar_image
+short_description: Push an OCI image that holds a verified model, for KServe Modelcars
+version_added: 0.1.0
+description:
+  - Packs the files of a model that model_cache installed (its directory and its record, C(.burst-model.json))
+    under O(model_path) on top of a minimal base image, and pushes the image to a registry, tagged with the
+    model's revision and labelled with it.
+  - Only the files the record lists go in, each checked against the record's sha256 while it is packed; a file
+    that does not match fails the task, naming it, and nothing is pushed.
+  - Layers are uncompressed tars (model weights do not compress), built byte for byte the same on every run
+    (sorted entries, owner 0:0, time 0, modes 0444 and 0555), so the same model on the same base always gives
+    the same image digest. Files of O(split_mb) or more get a layer each.
+  - Idempotent; blobs the registry holds are not uploaded again, and when the tag already points at the image
+    nothing is uploaded and nothing changes. Tags are immutable; a tag that points at another image fails the
+    task unless O(force=true).
+  - Speaks the registry HTTP API v2 with the Python standard library; no container engine is needed.
+    Credentials (or an ECR token from boto3) are sent in request headers only, never written to disk.
+  - Every file is read to compute the layer digests (also in check mode, and when nothing is to be pushed), and
+    read a second time to upload a layer the registry lacks.
+author:
+  - burst.golden_ami maintainers (@burst)
+options:
+  model_dir:
+    description: The model's directory, as model_cache installed it (for example C(/models/Qwen--Qwen2.5-7B-Instruct)).
+    type: path
+    required: true
+  repository:
+    description:
+      - Target, C(registry-host[:port]/repository), without tag
+        (for example C(123456789012.dkr.ecr.us-east-1.amazonaws.com/kserve-models/qwen)).
+    type: str
+    required: true
+  tag:
+    description:
+      - Tag of the image. Default, the first 12 characters of the model's version (the Hub commit sha, or for S3
+        and URL sources the digest of what was downloaded).
+    type: str
+  base_image:
+    description:
+      - Base image, pinned by digest (C(registry/repository@sha256:...)); it must hold C(/bin/sh) for Modelcars.
+    type: str
+    required: true
+  platform:
+    description: Platform picked when the base image is an index.
+    type: str
+    default: linux/amd64
+  model_path:
+    description: Directory of the model inside the image; KServe's Modelcars read C(/models).
+    type: str
+    default: /models
+  split_mb:
+    description: Files of this many MiB or more get a layer each.
+    type: int
+    default: 512
+  labels:
+    description: Labels added to the image, after the ones the module sets.
+    type: dict
+    default: {}
+  force:
+    description: Move a tag that points at another image.
+    type: bool
+    default: false
+  registry_auth:
+    description: Credentials per registry host, used for the base image's registry and the target's.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      registry:
+        description: Registry host as it appears in references (C(host:port) included).
+        type: str
+        required: true
+      username:
+        description: User name.
+        type: str
+      password:
+        description: Password or token.
+        type: str
+      ecr:
+        description: Get a token with boto3's ECR C(get_authorization_token).
+        type: bool
+        default: false
+      region:
+        description: ECR region; taken from the registry host when not given.
+        type: str
+      endpoint_url:
+        description: ECR endpoint URL, for tests against an emulator.
+        type: str
+  plain_http:
+    description: Talk HTTP instead of HTTPS to the registries. Default, HTTP for loopback registries only.
+    type: bool
+attributes:
+  check_mode:
+    support: full
+    description: Packs nothing, uploads nothing; computes the image digest and reports whether it would be pushed.
+  diff_mode:
+    support: none
+    description: No diff; RV(pushed) and RV(digest) say what changes.
+  idempotent:
+    support: full
+    description: A tag already at the image's digest changes nothing and uploads nothing.
+"""
+
+EXAMPLES = r"""
+- name: Push the model model_cache installed as a Modelcar image
+  burst.golden_ami.modelcar_image:
+    model_dir: /models/Qwen--Qwen2.5-7B-Instruct
+    repository: 123456789012.dkr.ecr.us-east-1.amazonaws.com/kserve-models/qwen-qwen2-5-7b-instruct
+    base_image: "{{ busybox_pinned }}"  # registry/base/busybox@sha256:..., pinned by digest
+    registry_auth:
+      - registry: 123456789012.dkr.ecr.us-east-1.amazonaws.com
+        ecr: true
+  register: modelcar
+"""
+
+RETURN = r"""
+reference:
+  description: The image by digest, what KServe's C(storageUri) names as C(oci://...).
+  returned: success
+  type: str
+  sample: registry.example/kserve-models/qwen@sha256:0123...
+tag:
+  description: The tag pushed.
+  returned: success
+  type: str
+  sample: a09a35458c70
+digest:
+  description: Manifest digest.
+  returned: success
+  type: str
+  sample: sha256:0123...
+revision:
+  description: The model's version from its record (a Hub commit sha).
+  returned: success
+  type: str
+pushed:
+  description: Whether the tag was (or in check mode, would be) written.
+  returned: success
+  type: bool
+uploaded_bytes:
+  description: Bytes uploaded by this run (blobs and manifest).
+  returned: success
+  type: int
+  sample: 0
+layers:
+  description: The model's layers.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    digest:
+      description: Layer digest (the tar is uncompressed, so also its diff id).
+      type: str
+    size:
+      description: Bytes.
+      type: int
+    files:
+      description: Paths in the image.
+      type: list
+      elements: str
+labels:
+  description: Labels of the image.
+  returned: success
+  type: dict
+"""
+
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+
+from ansible_collections.burst.golden_ami.plugins.module_utils._oci import (  # noqa: E402
+    OciError,
+    Registry,
+    base_image,
+    image_documents,
+    model_layers,
+    split_reference,
+)
+
+try:
+    import boto3
+
+    HAS_BOTO3 = True
+except ImportError:
+    HAS_BOTO3 = False
+
+RECORD_NAME = ".burst-model.json"
+
+
+def _ecr_credentials(registry, region=None, endpoint_url=None):
+    parts = registry.split(".")
+    if region is None:
+        if len(parts) < 6 or parts[1:3] != ["dkr", "ecr"]:
+            raise OciError(f"cannot tell the ECR region from {registry}: give region")
+        region = parts[3]
+    client = boto3.client("ecr", region_name=region, endpoint_url=endpoint_url)
+    token = client.get_authorization_token(registryIds=[parts[0]])["authorizationData"][0]["authorizationToken"]
+    username, _colon, password = base64.b64decode(token).decode().partition(":")
+    return username, password
+
+
+def registries(module):
+    """Registry clients by host, with their credentials."""
+    credentials = {}
+    for entry in module.params["registry_auth"]:
+        if entry["ecr"]:
+            if not HAS_BOTO3:
+                module.fail_json(msg=missing_required_lib("boto3", reason=f"for the ECR registry {entry['registry']}"))
+            try:
+                username, password = _ecr_credentials(entry["registry"], entry["region"], entry["endpoint_url"])
+            except Exception as exc:  # noqa: BLE001 (botocore raises many kinds; all mean no token)
+                module.fail_json(msg=f"cannot get an ECR token for {entry['registry']}: {exc}")
+        else:
+            username, password = entry["username"], entry["password"]
+            if not username or password is None:
+                module.fail_json(msg=f"registry_auth for {entry['registry']} needs username and password, or ecr")
+        module.no_log_values.add(password)
+        credentials[entry["registry"]] = (username, password)
+    clients = {}
+
+    def client(host):
+        if host not in clients:
+            username, password = credentials.get(host, (None, None))
+            clients[host] = Registry(host, username, password, plain_http=module.params["plain_http"])
+        return clients[host]
+
+    return client
+
+
+def load_record(model_dir):
+    path = os.path.join(model_dir, RECORD_NAME)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except FileNotFoundError as exc:
+        raise OciError(f"{model_dir} holds no model record ({RECORD_NAME}): install it with model_cache first") from exc
+    except ValueError as exc:
+        raise OciError(f"the model record {path} is not JSON: {exc}") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("files"), list) or not record.get("version"):
+        raise OciError(f"the model record {path} is not one model_cache wrote")
+    return record
+
+
+def build_and_push(params, client, check_mode=False):
+    record = load_record(params["model_dir"])
+    revision = record.get("commit_sha") or record["version"]
+    tag = params["tag"] or revision[:12]
+    if not tag or len(tag) > 128 or not all(c.isalnum() or c in "._-" for c in tag) or tag[0] in ".-":
+        raise OciError(f"{tag!r} is not a valid image tag")
+    host, repository, given_tag, given_digest = split_reference(params["repository"])
+    if given_tag or given_digest:
+        raise OciError(f"repository {params['repository']!r} must not carry a tag or digest: give tag")
+    base_host, base_repository, _base_tag, base_digest = split_reference(params["base_image"])
+    if not base_digest:
+        raise OciError(f"base_image {params['base_image']!r} must be pinned by digest (repository@sha256:...)")
+    target, base_registry = client(host), client(base_host)
+
+    split = params["split_mb"] * 1024 * 1024
+    layers = [layer.measure() for layer in model_layers(params["model_dir"], record, params["model_path"], split)]
+    base_manifest, base_type, base_config = base_image(base_registry, base_repository, base_digest, params["platform"])
+    if record.get("repo_id"):
+        source = record["repo_id"]
+    elif record.get("bucket"):
+        source = f"s3://{record['bucket']}/{record.get('prefix', '')}"
+    else:
+        source = record.get("url", "")
+    labels = {
+        "org.opencontainers.image.title": record.get("repo_id") or record.get("name", ""),
+        "org.opencontainers.image.revision": revision,
+        "org.opencontainers.image.source": source,
+        "org.opencontainers.image.base.name": params["base_image"],
+        "org.burst.model.name": record.get("name", ""),
+        "org.burst.model.path": params["model_path"],
+        **{str(k): str(v) for k, v in params["labels"].items()},
+    }
+    config_bytes, manifest_bytes, media_type = image_documents(
+        base_manifest, base_type, base_config, layers, labels, "burst.golden_ami.modelcar_image"
+    )
+    digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+    current = target.manifest(repository, tag)
+    if current is not None and current[0] != digest and not params["force"]:
+        raise OciError(
+            f"{host}/{repository}:{tag} points at {current[0]}, not at {digest} built from {params['model_dir']}: "
+            "tags are immutable (set force to move it, or give another tag)"
+        )
+    pushed = current is None or current[0] != digest
+    if pushed and not check_mode:
+        config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+        for blob in base_manifest["layers"]:
+            if target.has_blob(repository, blob["digest"]):
+                continue
+            if base_host == host and target.mount(repository, blob["digest"], base_repository):
+                continue
+            data = base_registry.blob(base_repository, blob["digest"])
+            target.upload(repository, blob["digest"], len(data), data)
+        for layer in layers:
+            if not target.has_blob(repository, layer.digest):
+                target.upload(repository, layer.digest, layer.size, layer.chunks)
+        if not target.has_blob(repository, config_digest):
+            target.upload(repository, config_digest, len(config_bytes), config_bytes)
+        target.put_manifest(repository, tag, media_type, manifest_bytes)
+    return {
+        "changed": pushed,
+        "pushed": pushed,
+        "reference": f"{host}/{repository}@{digest}",
+        "tag": tag,
+        "digest": digest,
+        "revision": revision,
+        "uploaded_bytes": target.uploaded_bytes,
+        "layers": [{"digest": layer.digest, "size": layer.size, "files": layer.files} for layer in layers],
+        "labels": labels,
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "model_dir": {"type": "path", "required": True},
+            "repository": {"type": "str", "required": True},
+            "tag": {"type": "str"},
+            "base_image": {"type": "str", "required": True},
+            "platform": {"type": "str", "default": "linux/amd64"},
+            "model_path": {"type": "str", "default": "/models"},
+            "split_mb": {"type": "int", "default": 512},
+            "labels": {"type": "dict", "default": {}},
+            "force": {"type": "bool", "default": False},
+            "registry_auth": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "no_log": False,
+                "options": {
+                    "registry": {"type": "str", "required": True},
+                    "username": {"type": "str"},
+                    "password": {"type": "str", "no_log": True},
+                    "ecr": {"type": "bool", "default": False},
+                    "region": {"type": "str"},
+                    "endpoint_url": {"type": "str"},
+                },
+            },
+            "plain_http": {"type": "bool"},
+        },
+        supports_check_mode=True,
+    )
+    if module.params["split_mb"] < 1:
+        module.fail_json(msg="split_mb must be 1 or more")
+    try:
+        result = build_and_push(module.params, registries(module), module.check_mode)
+    except (OciError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
