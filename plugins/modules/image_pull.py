@@ -26,6 +26,8 @@ description:
     and the error names the free space, the images and what they need.
 author:
   - burst.golden_ami maintainers (@burst)
+extends_documentation_fragment:
+  - burst.golden_ami.registry_auth
 options:
   images:
     description: Images to have in the engine.
@@ -57,32 +59,6 @@ options:
       - The preflight runs only when some image is to be pulled; C(0) with no O(images[].size_mb) turns it off.
     type: int
     default: 1024
-  registry_auth:
-    description: Credentials per registry, used only for images in that registry.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      registry:
-        description: Registry host as it appears in references (C(host:port) included).
-        type: str
-        required: true
-      username:
-        description: User name (not with O(registry_auth[].ecr)).
-        type: str
-      password:
-        description: Password or token (not with O(registry_auth[].ecr)).
-        type: str
-      ecr:
-        description: Get a token with boto3's ECR C(get_authorization_token) (needs boto3 on the host).
-        type: bool
-        default: false
-      region:
-        description: ECR region; taken from the registry host when not given.
-        type: str
-      endpoint_url:
-        description: ECR endpoint URL, for tests against an emulator.
-        type: str
   docker_socket:
     description: Path of the engine's unix socket.
     type: path
@@ -200,10 +176,9 @@ disk:
       sample: [vllm]
 """
 
-import base64  # noqa: E402
 import os  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import (  # noqa: E402
     Engine,
@@ -213,29 +188,10 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine im
     registry_host,
     with_retries,
 )
-
-try:
-    import boto3
-
-    HAS_BOTO3 = True
-except ImportError:
-    HAS_BOTO3 = False
-
-
-def ecr_credentials(registry, region=None, endpoint_url=None, client=None):
-    """(username, password) from ECR's get_authorization_token for ``registry``."""
-    parts = registry.split(".")
-    if client is None:
-        if region is None:
-            if len(parts) < 6 or parts[1:3] != ["dkr", "ecr"]:
-                raise ValueError(f"cannot tell the ECR region from {registry}: give region")
-            region = parts[3]
-        client = boto3.client("ecr", region_name=region, endpoint_url=endpoint_url)
-    response = client.get_authorization_token(registryIds=[parts[0]])
-    token = response["authorizationData"][0]["authorizationToken"]
-    username, _colon, password = base64.b64decode(token).decode().partition(":")
-    return username, password
-
+from ansible_collections.burst.golden_ami.plugins.module_utils._registry_auth import (  # noqa: E402
+    REGISTRY_AUTH_SPEC,
+    credentials,
+)
 
 MIB = 1024 * 1024
 
@@ -351,23 +307,11 @@ class ImageCache:
 
 
 def build_auths(module):
-    auths = {}
-    for entry in module.params["registry_auth"]:
-        registry = entry["registry"]
-        if entry["ecr"]:
-            if not HAS_BOTO3:
-                module.fail_json(msg=missing_required_lib("boto3", reason=f"for the ECR registry {registry}"))
-            try:
-                username, password = ecr_credentials(registry, entry["region"], entry["endpoint_url"])
-            except Exception as exc:  # noqa: BLE001 (botocore raises many kinds; all mean no token)
-                module.fail_json(msg=f"cannot get an ECR token for {registry}: {exc}")
-        else:
-            username, password = entry["username"], entry["password"]
-            if not username or password is None:
-                module.fail_json(msg=f"registry_auth for {registry} needs username and password, or ecr: true")
-        module.no_log_values.add(password)
-        auths[registry] = encode_auth(username, password, registry)
-    return auths
+    """X-Registry-Auth values by registry host."""
+    return {
+        registry: encode_auth(username, password, registry)
+        for registry, (username, password) in credentials(module, module.params["registry_auth"]).items()
+    }
 
 
 def run_module():
@@ -385,20 +329,7 @@ def run_module():
                 },
             },
             "min_free_mb": {"type": "int", "default": 1024},
-            "registry_auth": {
-                "type": "list",
-                "elements": "dict",
-                "default": [],
-                "no_log": False,
-                "options": {
-                    "registry": {"type": "str", "required": True},
-                    "username": {"type": "str"},
-                    "password": {"type": "str", "no_log": True},
-                    "ecr": {"type": "bool", "default": False},
-                    "region": {"type": "str"},
-                    "endpoint_url": {"type": "str"},
-                },
-            },
+            "registry_auth": REGISTRY_AUTH_SPEC,
             "docker_socket": {"type": "path", "default": "/var/run/docker.sock"},
             "tag": {"type": "bool", "default": True},
             "retries": {"type": "int", "default": 4},

@@ -27,6 +27,8 @@ description:
     read a second time to upload a layer the registry lacks.
 author:
   - burst.golden_ami maintainers (@burst)
+extends_documentation_fragment:
+  - burst.golden_ami.registry_auth
 options:
   model_dir:
     description: The model's directory, as model_cache installed it (for example C(/models/Qwen--Qwen2.5-7B-Instruct)).
@@ -68,32 +70,6 @@ options:
     description: Move a tag that points at another image.
     type: bool
     default: false
-  registry_auth:
-    description: Credentials per registry host, used for the base image's registry and the target's.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      registry:
-        description: Registry host as it appears in references (C(host:port) included).
-        type: str
-        required: true
-      username:
-        description: User name.
-        type: str
-      password:
-        description: Password or token.
-        type: str
-      ecr:
-        description: Get a token with boto3's ECR C(get_authorization_token).
-        type: bool
-        default: false
-      region:
-        description: ECR region; taken from the registry host when not given.
-        type: str
-      endpoint_url:
-        description: ECR endpoint URL, for tests against an emulator.
-        type: str
   plain_http:
     description: Talk HTTP instead of HTTPS to the registries. Default, HTTP for loopback registries only.
     type: bool
@@ -172,12 +148,11 @@ labels:
   type: dict
 """
 
-import base64  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.burst.golden_ami.plugins.module_utils._oci import (  # noqa: E402
     OciError,
@@ -187,51 +162,22 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._oci import (  # 
     model_layers,
     split_reference,
 )
-
-try:
-    import boto3
-
-    HAS_BOTO3 = True
-except ImportError:
-    HAS_BOTO3 = False
+from ansible_collections.burst.golden_ami.plugins.module_utils._registry_auth import (  # noqa: E402
+    REGISTRY_AUTH_SPEC,
+    credentials,
+)
 
 RECORD_NAME = ".burst-model.json"
 
 
-def _ecr_credentials(registry, region=None, endpoint_url=None):
-    parts = registry.split(".")
-    if region is None:
-        if len(parts) < 6 or parts[1:3] != ["dkr", "ecr"]:
-            raise OciError(f"cannot tell the ECR region from {registry}: give region")
-        region = parts[3]
-    client = boto3.client("ecr", region_name=region, endpoint_url=endpoint_url)
-    token = client.get_authorization_token(registryIds=[parts[0]])["authorizationData"][0]["authorizationToken"]
-    username, _colon, password = base64.b64decode(token).decode().partition(":")
-    return username, password
-
-
 def registries(module):
     """Registry clients by host, with their credentials."""
-    credentials = {}
-    for entry in module.params["registry_auth"]:
-        if entry["ecr"]:
-            if not HAS_BOTO3:
-                module.fail_json(msg=missing_required_lib("boto3", reason=f"for the ECR registry {entry['registry']}"))
-            try:
-                username, password = _ecr_credentials(entry["registry"], entry["region"], entry["endpoint_url"])
-            except Exception as exc:  # noqa: BLE001 (botocore raises many kinds; all mean no token)
-                module.fail_json(msg=f"cannot get an ECR token for {entry['registry']}: {exc}")
-        else:
-            username, password = entry["username"], entry["password"]
-            if not username or password is None:
-                module.fail_json(msg=f"registry_auth for {entry['registry']} needs username and password, or ecr")
-        module.no_log_values.add(password)
-        credentials[entry["registry"]] = (username, password)
+    found = credentials(module, module.params["registry_auth"])
     clients = {}
 
     def client(host):
         if host not in clients:
-            username, password = credentials.get(host, (None, None))
+            username, password = found.get(host, (None, None))
             clients[host] = Registry(host, username, password, plain_http=module.params["plain_http"])
         return clients[host]
 
@@ -335,20 +281,7 @@ def main():
             "split_mb": {"type": "int", "default": 512},
             "labels": {"type": "dict", "default": {}},
             "force": {"type": "bool", "default": False},
-            "registry_auth": {
-                "type": "list",
-                "elements": "dict",
-                "default": [],
-                "no_log": False,
-                "options": {
-                    "registry": {"type": "str", "required": True},
-                    "username": {"type": "str"},
-                    "password": {"type": "str", "no_log": True},
-                    "ecr": {"type": "bool", "default": False},
-                    "region": {"type": "str"},
-                    "endpoint_url": {"type": "str"},
-                },
-            },
+            "registry_auth": REGISTRY_AUTH_SPEC,
             "plain_http": {"type": "bool"},
         },
         supports_check_mode=True,

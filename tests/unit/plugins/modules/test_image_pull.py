@@ -20,8 +20,9 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine im
     registry_host,
     with_retries,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._registry_auth import ecr_credentials
 from ansible_collections.burst.golden_ami.plugins.modules import image_pull
-from ansible_collections.burst.golden_ami.plugins.modules.image_pull import ImageCache, disk_preflight, ecr_credentials
+from ansible_collections.burst.golden_ami.plugins.modules.image_pull import ImageCache, disk_preflight
 
 
 def test_parse_reference_splits_host_port_tag_and_digest():
