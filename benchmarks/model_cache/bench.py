@@ -64,9 +64,14 @@ def _children_cpu():
     return usage.ru_utime + usage.ru_stime
 
 
+def _children_sys():
+    """Kernel CPU seconds of the finished children (the part of their CPU spent in system calls)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
+
+
 def run_client(params):
     env = dict(os.environ, PYTHONPATH=COLLECTIONS, HF_HUB_DISABLE_TELEMETRY="1")
-    cpu = _children_cpu()
+    cpu, kernel = _children_cpu(), _children_sys()
     start = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-c", CLIENT, json.dumps(params)], env=env, check=True, capture_output=True, text=True
@@ -75,6 +80,7 @@ def run_client(params):
     data = json.loads(out.stdout.strip().splitlines()[-1])
     data["wall_s"] = wall
     data["cpu_s"] = _children_cpu() - cpu
+    data["sys_s"] = _children_sys() - kernel
     return data
 
 
@@ -111,10 +117,10 @@ def run_curl(urls, dest, parallel):
     cmd += ["--create-dirs", "--noproxy", "127.0.0.1"]
     for path, url in urls:
         cmd += ["-o", os.path.join(dest, path), url]
-    cpu = _children_cpu()
+    cpu, kernel = _children_cpu(), _children_sys()
     start = time.monotonic()
     subprocess.run(cmd, check=True)
-    return time.monotonic() - start, _children_cpu() - cpu
+    return time.monotonic() - start, _children_cpu() - cpu, _children_sys() - kernel
 
 
 def main(argv=None):
@@ -128,7 +134,13 @@ def main(argv=None):
 
     total = parse_size(args.size)
     scratch = tempfile.mkdtemp(prefix="bench-model-cache-", dir=args.dir)
-    results = {"size_bytes": total, "shards": args.shards, "workers": args.workers, "rounds": []}
+    results = {
+        "size_bytes": total,
+        "shards": args.shards,
+        "workers": args.workers,
+        "rounds": [],
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
     try:
         with HubMirror() as hub:
             t0 = time.monotonic()
@@ -148,7 +160,7 @@ def main(argv=None):
             for index in range(args.rounds):
                 curl_dir = os.path.join(scratch, "curl-%d" % index)
                 mirror_cpu = _self_cpu()
-                curl_s, curl_cpu = run_curl(urls, curl_dir, args.workers)
+                curl_s, curl_cpu, curl_sys = run_curl(urls, curl_dir, args.workers)
                 mirror_cpu_curl = _self_cpu() - mirror_cpu
                 shutil.rmtree(curl_dir)
                 # The same fetch, then sha256sum of every file against the expected digests.
@@ -180,7 +192,9 @@ def main(argv=None):
                         "curl_s": round(curl_s, 3),
                         "curl_sha256sum_s": round(curl_verified_s, 3),
                         "curl_cpu_s": round(curl_cpu, 3),
+                        "curl_sys_s": round(curl_sys, 3),
                         "module_cpu_s": round(first["cpu_s"], 3),
+                        "module_sys_s": round(first["sys_s"], 3),
                         "mirror_cpu_during_curl_s": round(mirror_cpu_curl, 3),
                         "mirror_cpu_during_module_s": round(mirror_cpu_module, 3),
                         "module_s": round(first["wall_s"], 3),
@@ -198,6 +212,7 @@ def main(argv=None):
         subprocess.run(["chmod", "-R", "u+w", scratch], check=False)
         shutil.rmtree(scratch, ignore_errors=True)
 
+    results["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["model_bytes"] = model_bytes
     rounds = results["rounds"]
     curl_med = statistics.median(r["curl_s"] for r in rounds)
@@ -213,11 +228,19 @@ def main(argv=None):
     results["ansible_ping_s"] = run_ansible(None, module="ansible.builtin.ping")
     print(json.dumps(results, indent=2))
     print()
-    print("| round | curl (s) | curl + sha256sum (s) | model_download (s) | vs curl | client CPU curl / module (s) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "load average %s at the start, %s at the end"
+        % ("/".join("%.2f" % x for x in results["loadavg_start"]), "/".join("%.2f" % x for x in results["loadavg_end"]))
+    )
+    print()
+    print(
+        "| round | curl (s) | curl + sha256sum (s) | model_download (s) | vs curl"
+        " | CPU curl / module (s), kernel part | mirror CPU for curl / module (s) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for index, r in enumerate(rounds, 1):
         print(
-            "| %d | %.2f | %.2f | %.2f | %.0f%% | %.2f / %.2f |"
+            "| %d | %.2f | %.2f | %.2f | %.0f%% | %.2f (%.2f) / %.2f (%.2f) | %.2f / %.2f |"
             % (
                 index,
                 r["curl_s"],
@@ -225,11 +248,15 @@ def main(argv=None):
                 r["module_s"],
                 100 * r["curl_s"] / r["module_s"],
                 r["curl_cpu_s"],
+                r["curl_sys_s"],
                 r["module_cpu_s"],
+                r["module_sys_s"],
+                r["mirror_cpu_during_curl_s"],
+                r["mirror_cpu_during_module_s"],
             )
         )
     print(
-        "| median | %.2f (%.0f MiB/s) | %.2f (%.0f MiB/s) | %.2f (%.0f MiB/s) | %.0f%% | |"
+        "| median | %.2f (%.0f MiB/s) | %.2f (%.0f MiB/s) | %.2f (%.0f MiB/s) | %.0f%% | | |"
         % (
             curl_med,
             results["curl_mib_s"],

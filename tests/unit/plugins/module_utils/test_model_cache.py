@@ -430,3 +430,118 @@ def test_url_source_with_sha256(hub, tmp_path):
         mc.ensure_model(mc.UrlSource(url, "f" * 64), str(tmp_path), name="shard2")
     with pytest.raises(mc.ModelCacheError, match="needs sha256 as 64 hex digits"):
         mc.UrlSource(url, "abc")
+
+
+# ---------------------------------------------------------------------------
+# The partial file: full blocks of its own buffer skip the page cache
+
+
+def _fill(view, seed):
+    block = hashlib.sha256(seed).digest() * (len(view) // 32)
+    view[: len(block)] = block
+    return bytes(view)
+
+
+def _direct_supported(path):
+    probe = path / "probe"
+    with mc.PartFile(str(probe), buffer_size=mc.DIRECT_ALIGN) as handle:
+        _fill(handle.read_buffer(), b"probe")
+        handle.write(handle.read_buffer())
+        return handle.direct_bytes == mc.DIRECT_ALIGN
+
+
+def test_part_file_writes_full_blocks_directly_and_the_rest_through_the_page_cache(tmp_path):
+    # This collection's test filesystem (ext4) takes O_DIRECT; the fallback has its own test below.
+    assert _direct_supported(tmp_path)
+    path = tmp_path / "shard.part"
+    expected = b""
+    with mc.PartFile(str(path), buffer_size=64 * 1024) as handle:
+        view = handle.read_buffer()
+        for seed in (b"a", b"b"):
+            expected += _fill(view, seed)
+            assert handle.write(view) == len(view)
+        assert handle.direct_bytes == 128 * 1024
+        # A short block (the tail of a file) is written the ordinary way...
+        expected += _fill(view, b"c")[:1000]
+        handle.write(view[:1000])
+        # ... and so is every block after it: the offset is no longer aligned.
+        expected += _fill(view, b"d")
+        handle.write(view)
+        # Bytes from another buffer (an S3 body) are never written directly.
+        handle.write(b"tail")
+        expected += b"tail"
+        assert handle.direct_bytes == 128 * 1024
+        assert handle.tell() == len(expected)
+    assert path.read_bytes() == expected
+
+
+def test_part_file_appends_to_what_is_there_and_rewinds(tmp_path):
+    path = tmp_path / "resumed.part"
+    path.write_bytes(b"x" * 4096)
+    with mc.PartFile(str(path), buffer_size=8192) as handle:
+        assert handle.tell() == 4096
+        view = handle.read_buffer()
+        first = _fill(view, b"1")
+        handle.write(view)
+        assert path.read_bytes() == b"x" * 4096 + first
+        assert handle.direct_bytes == 8192
+        # The server ignored the Range header: start again from the first byte.
+        handle.seek(0)
+        handle.truncate()
+        assert path.stat().st_size == 0
+        again = _fill(view, b"2")
+        handle.write(view)
+        with pytest.raises(OSError, match="absolute offset"):
+            handle.seek(0, 2)
+    assert path.read_bytes() == again
+
+
+def test_part_file_falls_back_when_the_filesystem_refuses_direct_writes(tmp_path, monkeypatch):
+    path = tmp_path / "fallback.part"
+    real_pwrite = os.pwrite
+    refused = []
+
+    with mc.PartFile(str(path), buffer_size=8192) as handle:
+        direct_fd = handle._direct_fd
+        assert direct_fd is not None
+
+        def pwrite(fd, data, offset):
+            if fd == direct_fd:
+                refused.append(offset)
+                raise OSError(22, "Invalid argument")
+            return real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(mc.os, "pwrite", pwrite)
+        view = handle.read_buffer()
+        expected = _fill(view, b"1")
+        handle.write(view)
+        expected += _fill(view, b"2")
+        handle.write(view)
+        assert handle.direct_bytes == 0
+    # Refused once, then never tried again.
+    assert refused == [0]
+    assert path.read_bytes() == expected
+
+
+def test_part_file_passes_on_other_write_errors(tmp_path, monkeypatch):
+    with mc.PartFile(str(tmp_path / "full.part"), buffer_size=8192) as handle:
+
+        def pwrite(fd, data, offset):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(mc.os, "pwrite", pwrite)
+        with pytest.raises(OSError, match="No space left"):
+            handle.write(handle.read_buffer())
+
+
+def test_stream_http_reads_into_the_part_file_buffer(hub, tmp_path):
+    item = hub.repo(BIG).commit("main").files[BIG_SHARD]
+    url = "%s/%s/resolve/main/%s" % (hub.endpoint, BIG, BIG_SHARD)
+    progress = mc.Progress("big")
+    with mc.PartFile(str(tmp_path / "big.part")) as handle:
+        writer = mc.HashingWriter(handle, 0, progress)
+        mc.stream_http(url, writer, 0, item.size)
+        # Every full 1 MiB block went straight to the disk; only the tail went through the page cache.
+        assert handle.direct_bytes == item.size - item.size % mc.READ_SIZE
+    assert writer.sha256.hexdigest() == item.sha256
+    assert mc.sha256_file(str(tmp_path / "big.part")) == item.sha256
