@@ -6,17 +6,13 @@ the systemd part (stop, enable) is covered by the molecule scenario.
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[4]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from localworld.localplay import run_local_play
+
 BASE = "ECS_LOGLEVEL=debug\nECS_CLUSTER=builder\nECS_RESERVED_MEMORY=256\nECS_IMAGE_PULL_BEHAVIOR=default\n"
 DEFAULT_LINES = [
     "ECS_IMAGE_PULL_BEHAVIOR=prefer-cached",
@@ -34,29 +30,7 @@ def _play(tmp_path: Path, role_vars: dict, *options: str) -> tuple[subprocess.Co
         "ecs_agent_service": "burst-test-no-such-agent.service",
         **role_vars,
     }
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(
-        json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False, "roles": [role]}])
-    )
-    env = {
-        **os.environ,
-        "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".venv" / "collections"),
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_LOCALHOST_WARNING": "false",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-    }
-    result = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), *options],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    recap = re.search(r"localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", result.stdout)
-    assert recap, result.stdout + result.stderr
-    return result, {"ok": int(recap[1]), "changed": int(recap[2]), "failed": int(recap[3])}
+    return run_local_play(tmp_path, {"roles": [role]}, *options)
 
 
 @pytest.fixture
