@@ -29,6 +29,7 @@ import boto3
 import pytest
 
 from localworld.faults import fault_env
+from localworld.localplay import bake_environment
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
@@ -68,19 +69,7 @@ def _bake_vars(tmp_path: Path, bake_id: str, **overrides) -> dict:
 
 
 def _environment(aws_env: dict[str, str], tmp_path: Path, plan: list | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_", "LOCALWORLD_"))}
-    env.update(aws_env)
-    env.update(
-        {
-            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".venv" / "collections"),
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_CALLBACKS_ENABLED": "burst.golden_ami.step_timer",
-            "BURST_STEP_TIMER_OUTPUT": str(tmp_path / "steps.json"),
-        }
-    )
+    env = bake_environment(aws_env, tmp_path)
     if plan is not None:
         env.update(fault_env(plan, tmp_path))
     return env

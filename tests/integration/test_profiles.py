@@ -29,6 +29,7 @@ import tomllib
 import yaml
 
 from localworld.aptrepo import AptRepo
+from localworld.localplay import bake_environment
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "playbooks" / "vars" / "profiles"
@@ -69,23 +70,6 @@ def _local_vars(tmp_path: Path, bake_id: str, container: str, **overrides) -> di
     }
     variables.update(overrides)
     return variables
-
-
-def _environment(aws_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_", "LOCALWORLD_", "HF_"))}
-    env.update(aws_env)
-    env.update(
-        {
-            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".venv" / "collections"),
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_CALLBACKS_ENABLED": "burst.golden_ami.step_timer",
-            "BURST_STEP_TIMER_OUTPUT": str(tmp_path / "steps.json"),
-        }
-    )
-    return env
 
 
 def _bake(profile: str, variables: dict, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
@@ -264,7 +248,7 @@ def test_batch_gpu_profile(aws_env, auth_registry, builder, apt_repo, tmp_path):
         "bake_prune": False,
         "bake_ssm_parameter": f"/batch/test/{secrets.token_hex(3)}",
     }
-    env = _environment(aws_env, tmp_path)
+    env = bake_environment(aws_env, tmp_path)
 
     # The image cannot fit: the preflight fails the bake before any pull, naming the space.
     full_id = _bake_id("batch-full")
@@ -369,7 +353,7 @@ def test_buildkit_cpu_profile(aws_env, registry, builder, tmp_path):
         "bake_prune_name_prefix": prefix,
         "bake_ssm_parameter": parameter,
     }
-    env = _environment(aws_env, tmp_path)
+    env = bake_environment(aws_env, tmp_path)
     result = _bake("buildkit_cpu", _local_vars(tmp_path, bake_id, builder.name, **local), env, tmp_path)
     output = _output(result)
     assert result.returncode == 0, output[-6000:]
@@ -484,7 +468,7 @@ def test_modelcar_profile(aws_env, auth_registry, hub_mirror, builder, tmp_path)
             {"registry": auth_registry.host, "username": auth_registry.username, "password": auth_registry.password}
         ],
     }
-    env = _environment(aws_env, tmp_path)
+    env = bake_environment(aws_env, tmp_path)
     result = _bake("modelcar", _local_vars(tmp_path, bake_id, builder.name, **local), env, tmp_path)
     output = _output(result)
     assert result.returncode == 0, output[-6000:]

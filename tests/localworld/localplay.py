@@ -1,4 +1,4 @@
-"""Run a one-play playbook on localhost with this checkout's collection, as the role unit tests do."""
+"""Run playbooks with this checkout's collection: a one-play playbook on localhost, and the bake's environment."""
 
 from __future__ import annotations
 
@@ -40,3 +40,25 @@ def run_local_play(
     recap = RECAP.search(result.stdout)
     assert recap, result.stdout + result.stderr
     return result, {"ok": int(recap[1]), "changed": int(recap[2]), "failed": int(recap[3])}
+
+
+def bake_environment(aws_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The environment of an ``ansible-playbook`` run of the bake playbooks against the local world.
+
+    Nothing of the caller's AWS, Ansible, local-world or Hub settings leaks in; the step timer writes to
+    tmp_path/steps.json.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_", "LOCALWORLD_", "HF_"))}
+    env.update(aws_env)
+    env.update(
+        {
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".venv" / "collections"),
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_CALLBACKS_ENABLED": "burst.golden_ami.step_timer",
+            "BURST_STEP_TIMER_OUTPUT": str(tmp_path / "steps.json"),
+        }
+    )
+    return env
