@@ -27,6 +27,10 @@ _PERMANENT = re.compile(
 )
 
 
+# An image tag, as the distribution spec allows it.
+TAG_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+
+
 class EngineError(Exception):
     """A request to the engine failed; ``permanent`` says a retry would not help."""
 
@@ -48,8 +52,10 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def parse_reference(reference):
+def parse_reference(reference, default_tag="latest"):
     """Split an image reference into (repository, tag, digest); tag and digest may be None.
+
+    A reference with neither tag nor digest gets ``default_tag``.
 
     >>> parse_reference("127.0.0.1:5000/standin/vllm:v1")
     ('127.0.0.1:5000/standin/vllm', 'v1', None)
@@ -64,10 +70,10 @@ def parse_reference(reference):
     colon = name.rfind(":")
     if colon > slash:
         name, tag = name[:colon], name[colon + 1 :]
-    if not name or (tag is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag)):
+    if not name or (tag is not None and not re.fullmatch(TAG_PATTERN, tag)):
         raise ValueError(f"invalid image reference {reference!r}")
     if tag is None and not digest:
-        tag = "latest"
+        tag = default_tag
     return name, tag, digest or None
 
 

@@ -26,6 +26,8 @@ import tarfile
 import time
 from urllib.parse import urlencode, urljoin, urlsplit
 
+from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import parse_reference, registry_host
+
 BLOCK = 512
 READ_SIZE = 1024 * 1024
 FILE_MODE = 0o444
@@ -161,11 +163,16 @@ def model_layers(model_dir, record, model_path="/models", split_bytes=512 * 1024
 
 
 def split_reference(reference):
-    """``host[:port]/repository[:tag|@digest]`` into (host, repository, tag, digest)."""
-    match = re.match(r"^([^/]+)/([a-z0-9._/-]+?)(?::([\w][\w.-]{0,127}))?(?:@(sha256:[0-9a-f]{64}))?$", reference)
-    if not match or ("." not in match.group(1) and ":" not in match.group(1) and match.group(1) != "localhost"):
+    """``host[:port]/repository[:tag|@digest]`` into (host, repository, tag, digest); tag and digest may be None."""
+    try:
+        name, tag, digest = parse_reference(reference, default_tag=None)
+    except ValueError:
+        name = None
+    host = registry_host(name) if name else "docker.io"
+    repository = name[len(host) + 1 :] if name and name.startswith(host + "/") else ""
+    if not re.fullmatch(r"[a-z0-9._/-]+", repository):
         raise OciError(f"{reference!r} is not a registry/repository[:tag][@sha256:...] reference")
-    return match.group(1), match.group(2), match.group(3), match.group(4)
+    return host, repository, tag, digest
 
 
 def _loopback(host):

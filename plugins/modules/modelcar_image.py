@@ -151,9 +151,11 @@ labels:
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
+from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import TAG_PATTERN  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._oci import (  # noqa: E402
     OciError,
     Registry,
@@ -202,7 +204,7 @@ def build_and_push(params, client, check_mode=False):
     record = load_record(params["model_dir"])
     revision = record.get("commit_sha") or record["version"]
     tag = params["tag"] or revision[:12]
-    if not tag or len(tag) > 128 or not all(c.isalnum() or c in "._-" for c in tag) or tag[0] in ".-":
+    if not re.fullmatch(TAG_PATTERN, tag or ""):
         raise OciError(f"{tag!r} is not a valid image tag")
     host, repository, given_tag, given_digest = split_reference(params["repository"])
     if given_tag or given_digest:
