@@ -559,9 +559,9 @@ class HashingWriter:
         return len(data)
 
     def read_buffer(self):
-        """The buffer ``stream_http`` reads into: the file's own when it has one (see ``PartFile``)."""
+        """The file's own read buffer (see ``PartFile``), or None: ``stream_http`` then uses one of its own."""
         own = getattr(self._handle, "read_buffer", None)
-        return own() if own is not None else memoryview(bytearray(READ_SIZE))
+        return own() if own is not None else None
 
     def tell(self):
         return self._handle.tell()
@@ -604,7 +604,9 @@ def stream_http(url, writer, offset, size, headers=None, timeout=60, label=None)
     agent = next((v for k, v in (headers or {}).items() if k.lower() == "user-agent"), USER_AGENT)
     base["Accept-Encoding"] = "identity"
     own = getattr(writer, "read_buffer", None)
-    view = own() if own is not None else memoryview(bytearray(READ_SIZE))
+    view = own() if own is not None else None
+    if view is None:
+        view = memoryview(bytearray(READ_SIZE))
     failures = 0
     while size is None or offset < size:
         request_headers = dict(base)
