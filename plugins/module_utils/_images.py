@@ -45,6 +45,17 @@ REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{8,17}$")
 
 IMAGE_DONE_STATES = ("available",)
+# An instance in any of these states can still run (or run again from) its image.
+INSTANCE_STATES_IN_USE = ("pending", "running", "shutting-down", "stopping", "stopped")
+# The tag that says where an image stands: a candidate (captured, not yet verified nor published),
+# being promoted (SSM parameters changing), or promoted (what production sees).
+STAGE_TAG = "ImageStage"
+STAGE_CANDIDATE = "candidate"
+STAGE_PROMOTING = "promoting"
+STAGE_PROMOTED = "promoted"
+# On an image being promoted: the SSM values it replaces in its region, as JSON, for a rollback.
+PREVIOUS_VALUES_TAG = "PromotedOver"
+TAG_VALUE_MAX = 256
 IMAGE_FAILED_STATES = ("failed", "invalid", "error", "deregistered", "disabled")
 IMAGE_DATA_TYPE = "aws:ec2:image"
 # Errors an endpoint gives for an image that is not visible yet (eventual consistency).
@@ -379,6 +390,34 @@ class ImageApi:
             what = self._what(f"Failed to set deprecation of {image_id} to {deprecate_at}")
             raise ImageError(what, exception=e) from e
 
+    def ensure_launch_permissions(self, image_id, wanted, check_mode=False):
+        """Add the accounts, organizations and OUs of ``wanted`` that the image lacks; return their names."""
+        if not any((wanted or {}).get(k) for k in ("user_ids", "organization_arns", "organizational_unit_arns")):
+            return []
+        have = self.launch_permissions(image_id)
+        missing = []
+        for option, key in (
+            ("user_ids", "UserId"),
+            ("organization_arns", "OrganizationArn"),
+            ("organizational_unit_arns", "OrganizationalUnitArn"),
+        ):
+            present = {p.get(key) for p in have}
+            missing.extend({key: value} for value in wanted.get(option) or [] if value not in present)
+        if missing and not check_mode:
+            self.add_launch_permissions(image_id, missing)
+        return [next(iter(p.values())) for p in missing]
+
+    def find_snapshots(self, tags):
+        """This account's snapshots carrying all ``tags``."""
+        params = {"OwnerIds": ["self"], "Filters": [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]}
+        snapshots = []
+        while True:
+            result = _call(self._what("describe snapshots"), self.client.describe_snapshots, **params)
+            snapshots.extend(result.get("Snapshots", []))
+            if not result.get("NextToken"):
+                return snapshots
+            params["NextToken"] = result["NextToken"]
+
     def deregister_image(self, image_id):
         try:
             self.client.deregister_image(aws_retry=True, ImageId=image_id)
@@ -389,7 +428,11 @@ class ImageApi:
         return True
 
     def delete_snapshot(self, snapshot_id, attempts=10, sleep=time.sleep):
-        """Delete a snapshot; wait while a just deregistered image still holds it."""
+        """Delete a snapshot; wait while a just deregistered image still holds it.
+
+        Raises ImageError after ``attempts`` refusals with ``InvalidSnapshot.InUse``;
+        callers that must go on catch it and report the snapshot as left.
+        """
         for attempt in range(attempts):
             try:
                 self.client.delete_snapshot(aws_retry=True, SnapshotId=snapshot_id)
@@ -405,12 +448,13 @@ class ImageApi:
         return False
 
     def image_ids_used_by_instances(self, image_ids):
+        """{image id: [instance ids]} for the instances of ``image_ids`` in any state but terminated."""
         if not image_ids:
             return {}
         params = {
             "Filters": [
                 {"Name": "image-id", "Values": list(image_ids)},
-                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+                {"Name": "instance-state-name", "Values": list(INSTANCE_STATES_IN_USE)},
             ]
         }
         used = {}
@@ -423,8 +467,13 @@ class ImageApi:
                 return used
             params["NextToken"] = result["NextToken"]
 
-    def image_ids_of_default_launch_templates(self):
-        """{image id: [launch template names]} for the default version of every launch template."""
+    def image_ids_of_launch_templates(self):
+        """{image id: ["name (version N)", ...]} for every version of every launch template.
+
+        Every version counts, not only ``$Default``: ``$Latest``, a pinned version
+        in an Auto Scaling group or a fleet, and a rollback to an older version can
+        each launch it.
+        """
         used = {}
         params = {}
         templates = []
@@ -435,17 +484,47 @@ class ImageApi:
                 break
             params["NextToken"] = result["NextToken"]
         for template in templates:
-            versions = _call(
-                self._what(f"describe launch template {template['LaunchTemplateName']}"),
-                self.client.describe_launch_template_versions,
-                LaunchTemplateId=template["LaunchTemplateId"],
-                Versions=["$Default"],
-            ).get("LaunchTemplateVersions", [])
-            for version in versions:
-                image_id = version.get("LaunchTemplateData", {}).get("ImageId")
-                if image_id:
-                    used.setdefault(image_id, []).append(template["LaunchTemplateName"])
+            name = template["LaunchTemplateName"]
+            params = {"LaunchTemplateId": template["LaunchTemplateId"]}
+            while True:
+                result = _call(
+                    self._what(f"describe the versions of launch template {name}"),
+                    self.client.describe_launch_template_versions,
+                    **params,
+                )
+                for version in result.get("LaunchTemplateVersions", []):
+                    image_id = version.get("LaunchTemplateData", {}).get("ImageId")
+                    if image_id:
+                        used.setdefault(image_id, []).append(f"{name} (version {version.get('VersionNumber')})")
+                if not result.get("NextToken"):
+                    break
+                params["NextToken"] = result["NextToken"]
         return used
+
+
+class AutoScalingApi:
+    """The Auto Scaling calls in one region: which images its launch configurations use."""
+
+    def __init__(self, client, region):
+        self.client = client
+        self.region = region
+
+    def image_ids_of_launch_configurations(self):
+        """{image id: [launch configuration names]}; groups with launch templates are covered by their versions."""
+        used = {}
+        params = {}
+        while True:
+            result = _call(
+                f"describe launch configurations in {self.region}",
+                self.client.describe_launch_configurations,
+                **params,
+            )
+            for configuration in result.get("LaunchConfigurations", []):
+                if configuration.get("ImageId"):
+                    used.setdefault(configuration["ImageId"], []).append(configuration["LaunchConfigurationName"])
+            if not result.get("NextToken"):
+                return used
+            params["NextToken"] = result["NextToken"]
 
 
 # ---------------------------------------------------------------- SSM
@@ -471,6 +550,16 @@ class ParameterApi:
         if description:
             params["Description"] = description
         _call(f"publish {image_id} to SSM parameter {name} in {self.region}", self.client.put_parameter, **params)
+
+    def delete(self, name):
+        """Delete a parameter (a rollback to "there was none"); False when it is gone already."""
+        try:
+            self.client.delete_parameter(aws_retry=True, Name=name)
+        except is_boto3_error_code("ParameterNotFound"):
+            return False
+        except AWS_ERRORS as e:  # pylint: disable=duplicate-except
+            raise ImageError(f"Failed to delete SSM parameter {name} in {self.region}", exception=e) from e
+        return True
 
 
 # ---------------------------------------------------------------- waiting

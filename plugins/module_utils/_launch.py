@@ -783,7 +783,7 @@ class Launcher:
                 token = uuid.uuid4().hex
             params = self._run_params(request, image, market, instance_type, subnet_id, missing, token)
             try:
-                result = self.ec2.run_instances(aws_retry=True, **params)
+                result = self._run_instances(params)
             except botocore.exceptions.ClientError as e:
                 attempts.append(Attempt(market, instance_type, subnet_id, error_code(e), error_message(e)))
                 if is_capacity_error(e):
@@ -809,6 +809,26 @@ class Launcher:
             )
         tried = "; ".join(f"{a.instance_type}/{a.subnet_id or 'default'}/{a.market}: {a.error_code}" for a in attempts)
         raise LaunchError(f"No capacity for any instance type, subnet and market tried ({tried})", attempts=attempts)
+
+    def _run_instances(self, params, profile_wait=60, poll_interval=5):
+        """RunInstances; waits while a just created instance profile is not visible to EC2 yet.
+
+        IAM is eventually consistent: for some seconds after CreateInstanceProfile,
+        RunInstances answers InvalidParameterValue naming the profile.
+        """
+        deadline = self.clock() + profile_wait
+        while True:
+            try:
+                return self.ec2.run_instances(aws_retry=True, **params)
+            except botocore.exceptions.ClientError as e:
+                profile_not_yet = (
+                    "IamInstanceProfile" in params
+                    and error_code(e) == "InvalidParameterValue"
+                    and "iaminstanceprofile" in error_message(e).lower()
+                )
+                if not profile_not_yet or self.clock() >= deadline:
+                    raise
+            self.sleep(poll_interval)
 
     def wait_running(self, instance_ids, timeout=600, poll_interval=5):
         """Wait until every instance is ``running``; returns them. Fails on terminated instances and on timeout."""
@@ -959,7 +979,7 @@ def probe_health(url, timeout=2.0):
             body = response.read(65536)
             status = response.status
     except urllib.error.HTTPError as e:
-        return HEALTH_STARTING, f"HTTP {e.code}"
+        return HEALTH_STARTING, _with_body(f"HTTP {e.code}", e)
     except (urllib.error.URLError, OSError, ValueError) as e:
         return HEALTH_UNREACHABLE, str(getattr(e, "reason", e))
     if status != 200:
@@ -969,8 +989,22 @@ def probe_health(url, timeout=2.0):
     except ValueError:
         document = None
     if isinstance(document, dict) and "ready" in document and document["ready"] is not True:
-        return HEALTH_STARTING, "HTTP 200, not ready"
+        return HEALTH_STARTING, f"HTTP 200, not ready: {_body_text(body)}"
     return HEALTH_READY, "HTTP 200"
+
+
+def _body_text(body, limit=1000):
+    """An answer's body for a message: what the healthcheck said was unhealthy (its JSON), cut short."""
+    text = (body or b"").decode("utf-8", "replace").strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _with_body(status, error):
+    try:
+        body = error.read(65536)
+    except (OSError, ValueError):
+        body = b""
+    return f"{status}: {_body_text(body)}" if body else status
 
 
 def probe_health_many(urls, timeout=2.0, max_workers=256):

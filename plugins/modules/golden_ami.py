@@ -17,6 +17,9 @@ description:
   - Copies the image to other regions, tags the copies and their snapshots, and waits for every copy.
   - Only once every image is available, publishes each region's image id to an SSM parameter with
     C(DataType=aws:ec2:image), which launch templates resolve.
+  - With O(stage=candidate), publishes nothing: the images are candidates, tagged C(ImageStage=candidate)
+    with their snapshots from the moment they are created, for M(burst.golden_ami.golden_ami_promote) to
+    publish once they are verified and M(burst.golden_ami.golden_ami_discard) to remove when they fail.
   - Writes a build manifest (JSON) that Packer's tooling reads, with the build's own facts added.
   - Idempotent. An image that already has O(name), or carries the O(build_id) tag, is returned with
     C(changed=false); a name that another build's image holds is refused. Copies are requested with a
@@ -118,6 +121,7 @@ options:
       - O(build_id_tag) and C(Version) are added from O(build_id) and O(version) unless given here, and
         C(BaseImageId) names the image the instance was launched from. Copies also get C(SourceImageId)
         and C(SourceRegion).
+      - Images and snapshots are tagged when they are created, copies included.
     type: dict
     default: {}
   purge_tags:
@@ -153,6 +157,16 @@ options:
         type: list
         elements: str
         default: []
+  stage:
+    description:
+      - V(published) captures, copies, shares and publishes to O(ssm_parameter) in one step.
+      - V(candidate) captures and copies only. The images and their snapshots are tagged C(ImageStage=candidate)
+        at creation (CreateImage and CopyImage C(TagSpecifications)), so that an interrupted run leaves nothing
+        untagged. No SSM parameter is written and no launch permission is given (O(ssm_parameter) and
+        O(launch_permissions) are refused). An image that was promoted since keeps its C(ImageStage) tag.
+    type: str
+    choices: [candidate, published]
+    default: published
   copy_regions:
     description:
       - Regions to copy the image to (the source region is skipped).
@@ -319,6 +333,10 @@ import time  # noqa: E402
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
+    STAGE_CANDIDATE,
+    STAGE_PROMOTED,
+    STAGE_PROMOTING,
+    STAGE_TAG,
     ImageApi,
     ImageError,
     ParameterApi,
@@ -396,8 +414,23 @@ class GoldenAmi:
             tags["Version"] = self.params["version"]
         if self.base_image:
             tags[BASE_IMAGE_TAG] = self.base_image
+        if self.params.get("stage") == STAGE_CANDIDATE:
+            tags[STAGE_TAG] = STAGE_CANDIDATE
         tags.update({k: str(v) for k, v in (self.params.get("tags") or {}).items()})
         return tags
+
+    @staticmethod
+    def tags_for(image, tags):
+        """``tags`` for an existing image: a candidate promoted since keeps its stage."""
+        current = image_tags(image).get(STAGE_TAG)
+        if STAGE_TAG in tags and current in (STAGE_PROMOTING, STAGE_PROMOTED):
+            return dict(tags, **{STAGE_TAG: current})
+        return tags
+
+    @staticmethod
+    def tag_specifications(tags, *resource_types):
+        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        return [{"ResourceType": resource_type, "Tags": tag_list} for resource_type in resource_types]
 
     def copy_regions(self):
         regions = []
@@ -420,6 +453,13 @@ class GoldenAmi:
             raise ImageError(f"copy_kms_key_ids names regions that are not in copy_regions: {', '.join(unknown_kms)}")
         if params.get("deprecate_after_days") is not None and params["deprecate_after_days"] < 1:
             raise ImageError("deprecate_after_days must be 1 or more")
+        if params.get("stage") == STAGE_CANDIDATE:
+            wanted = params.get("launch_permissions") or {}
+            if params.get("ssm_parameter") or any(wanted.get(k) for k in wanted):
+                raise ImageError(
+                    "stage=candidate publishes nothing: give ssm_parameter and launch_permissions to "
+                    "burst.golden_ami.golden_ami_promote instead"
+                )
         if params.get("wait_timeout", 1) < 1 or params.get("wait_poll_interval", 1) < 1:
             raise ImageError("wait_timeout and wait_poll_interval must be 1 or more")
         if regions or params.get("copy_kms_key_ids"):
@@ -433,7 +473,7 @@ class GoldenAmi:
         by_name = api.find_images(name=name)
         for image in by_name:
             owner_build = image_tags(image).get(self.build_id_tag)
-            if self.build_id and owner_build != self.build_id and not self._is_untagged_copy(image, region):
+            if self.build_id and owner_build != self.build_id:
                 raise ImageError(
                     f"Image name {name!r} is already taken in {region} by {image['ImageId']} "
                     f"(build id {owner_build or 'not set'}, this build is {self.build_id})"
@@ -453,10 +493,6 @@ class GoldenAmi:
                 )
                 return image
         return None
-
-    def _is_untagged_copy(self, image, region):
-        """A copy made by an interrupted run of this module: untagged, same name, not in the source region."""
-        return region != self.region and not image_tags(image)
 
     # -- the steps
 
@@ -485,12 +521,11 @@ class GoldenAmi:
             sleep=self.sleep,
             clock=self.clock,
         )[self.region]
-        self.converge_image(self.region, source, self.wanted_tags())
+        self.converge_image(self.region, source, self.tags_for(source, self.wanted_tags()))
 
         copies = self.ensure_copies(source, existing_copies)
-        copy_tags = dict(self.wanted_tags(), SourceImageId=source["ImageId"], SourceRegion=self.region)
         for region, image in copies.items():
-            self.converge_image(region, image, copy_tags)
+            self.converge_image(region, image, self.tags_for(image, self.copy_tags(source)))
 
         images = {self.region: source, **copies}
         images = {region: self.refresh(region, image) for region, image in images.items()}
@@ -502,6 +537,9 @@ class GoldenAmi:
                     self.act(f"publish the copy's image id to SSM parameter {self.params['ssm_parameter']} in {region}")
         manifest = self.manifest(summaries, source)
         return self.result(source["ImageId"], summaries, ssm_parameters, manifest)
+
+    def copy_tags(self, source):
+        return dict(self.wanted_tags(), SourceImageId=source["ImageId"], SourceRegion=self.region)
 
     def plan_new_image(self, existing_copies):
         name = self.params["name"]
@@ -533,11 +571,9 @@ class GoldenAmi:
             request["BootModeOverride"] = params["boot_mode"]
         tags = self.wanted_tags()
         if tags:
-            # Image tags only: snapshot TagSpecifications are not supported everywhere; the
-            # snapshots are tagged with CreateTags once the image exists.
-            request["TagSpecifications"] = [
-                {"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
-            ]
+            # The image and its snapshots carry the bake's tags from their creation: a run that
+            # is killed right after CreateImage leaves nothing that a sweep by tag cannot find.
+            request["TagSpecifications"] = self.tag_specifications(tags, "image", "snapshot")
         image_id = self.ec2(self.region).create_image(**request)
         self.act(f"create image {params['name']} ({image_id}) from {params['instance_id']} in {self.region}")
         return {"ImageId": image_id}
@@ -565,6 +601,7 @@ class GoldenAmi:
                 request["Encrypted"] = True
             if kms_key:
                 request["KmsKeyId"] = kms_key
+            request["TagSpecifications"] = self.tag_specifications(self.copy_tags(source), "image", "snapshot")
             if self.check_mode:
                 self.act(f"copy image {source['ImageId']} to {region}")
                 continue
@@ -593,21 +630,9 @@ class GoldenAmi:
             if not self.check_mode:
                 api.require_imds_v2(image_id)
 
-        wanted = self.params.get("launch_permissions") or {}
-        if any(wanted.get(k) for k in ("user_ids", "organization_arns", "organizational_unit_arns")):
-            have = api.launch_permissions(image_id)
-            missing = []
-            for option, key in (
-                ("user_ids", "UserId"),
-                ("organization_arns", "OrganizationArn"),
-                ("organizational_unit_arns", "OrganizationalUnitArn"),
-            ):
-                present = {p.get(key) for p in have}
-                missing.extend({key: value} for value in wanted.get(option) or [] if value not in present)
-            if missing:
-                self.act(f"share {image_id} in {region} with {', '.join(next(iter(p.values())) for p in missing)}")
-                if not self.check_mode:
-                    api.add_launch_permissions(image_id, missing)
+        granted = api.ensure_launch_permissions(image_id, self.params.get("launch_permissions"), self.check_mode)
+        if granted:
+            self.act(f"share {image_id} in {region} with {', '.join(granted)}")
 
         deprecate_at = deprecation_time(
             image.get("CreationDate"), self.params.get("deprecate_at"), self.params.get("deprecate_after_days")
@@ -713,6 +738,7 @@ def main():
                 organizational_unit_arns=dict(type="list", elements="str", default=[]),
             ),
         ),
+        stage=dict(type="str", choices=["candidate", "published"], default="published"),
         copy_regions=dict(type="list", elements="str", default=[]),
         copy_kms_key_ids=dict(type="dict", default={}, no_log=False),
         copy_encrypted=dict(type="bool", default=False),

@@ -16,11 +16,18 @@ description:
     given, keeps the newest O(keep_newest) and/or those younger than O(max_age_days), and deregisters
     the others and deletes their snapshots.
   - Never deletes the newest image of a region, an image an SSM parameter of O(protect_ssm_parameters)
-    points at, an image a running or stopped instance uses, or the image of a launch template's
-    default version.
+    points at, an image that an instance in any state but C(terminated) uses, the image of any version of
+    any launch template (C($Default), C($Latest) and every other version, which Auto Scaling groups, fleets
+    and rollbacks can launch), or the image of a launch configuration (Auto Scaling groups without templates).
+  - Candidates of bakes in progress (C(ImageStage) V(candidate) or V(promoting)) are not part of the family:
+    M(burst.golden_ami.golden_ami_discard) removes those.
+  - A snapshot that stays in use after the retries (C(InvalidSnapshot.InUse), or not yet released by a
+    just deregistered image) does not stop the run: it is listed in C(left) with the reason, and the module
+    warns.
   - Each region is planned on its own; copies of one build in several regions are judged alike
     when the regions hold the same family.
   - Check mode returns the plan and changes nothing.
+  - Pass every region the family lives in (the source region and the copy regions) in O(regions).
 author:
   - burst.golden_ami maintainers (@burst)
 options:
@@ -116,6 +123,11 @@ deleted:
       creation_date: "2029-11-02T03:04:05.000Z"
       snapshot_ids: [snap-0fedcba9876543210]
       reasons: [outside the newest 3, older than 30 days (61 days)]
+left:
+  description: Snapshots that could not be deleted, each with its region, id and reason.
+  returned: always
+  type: list
+  elements: dict
 """
 
 import time  # noqa: E402
@@ -123,10 +135,15 @@ from datetime import datetime, timezone  # noqa: E402
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
+    STAGE_CANDIDATE,
+    STAGE_PROMOTING,
+    STAGE_TAG,
+    AutoScalingApi,
     ImageApi,
     ImageError,
     ParameterApi,
     default_retry,
+    image_tags,
     summarize_image,
     validate_region_names,
     validate_ssm_parameter_name,
@@ -137,8 +154,9 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._retention import
 class GoldenAmiPrune:
     """Plan and apply retention in each region. Needs no Ansible to run."""
 
-    def __init__(self, params, region, ec2, ssm, check_mode=False, now=None, sleep=time.sleep):
+    def __init__(self, params, region, ec2, ssm, check_mode=False, now=None, sleep=time.sleep, autoscaling=None):
         self.params = params
+        self.autoscaling = autoscaling
         self.region = region
         self._ec2_factory = ec2
         self.ssm = ssm
@@ -187,7 +205,9 @@ class GoldenAmiPrune:
         return [
             summarize_image(i, api.region)
             for i in images
-            if i.get("State") not in ("deregistered",) and (i.get("Name") or "").startswith(prefix)
+            if i.get("State") not in ("deregistered",)
+            and (i.get("Name") or "").startswith(prefix)
+            and image_tags(i).get(STAGE_TAG) not in (STAGE_CANDIDATE, STAGE_PROMOTING)
         ]
 
     def protected(self, api, region, image_ids):
@@ -198,11 +218,13 @@ class GoldenAmiPrune:
                 reasons.setdefault(value, []).append(f"referenced by SSM parameter {name}")
         for image_id, instances in api.image_ids_used_by_instances(image_ids).items():
             reasons.setdefault(image_id, []).append(f"used by instance {', '.join(sorted(instances))}")
-        for image_id, templates in api.image_ids_of_default_launch_templates().items():
+        for image_id, templates in api.image_ids_of_launch_templates().items():
             if image_id in image_ids:
-                reasons.setdefault(image_id, []).append(
-                    f"default version of launch template {', '.join(sorted(templates))}"
-                )
+                reasons.setdefault(image_id, []).append(f"launch template {', '.join(sorted(templates))}")
+        if self.autoscaling is not None:
+            for image_id, names in self.autoscaling(region).image_ids_of_launch_configurations().items():
+                if image_id in image_ids:
+                    reasons.setdefault(image_id, []).append(f"launch configuration {', '.join(sorted(names))}")
         return reasons
 
     def run(self):
@@ -223,16 +245,20 @@ class GoldenAmiPrune:
             )
             plans.append((api, kept, deleted))
         # Plan every region before deleting anything: a failure while planning deletes nothing.
+        left = []
         if not self.check_mode:
             for api, _kept, deleted in plans:
                 for image in deleted:
                     api.deregister_image(image["image_id"])
                     if self.params.get("delete_snapshots", True):
                         for snapshot_id in image["snapshot_ids"]:
-                            api.delete_snapshot(snapshot_id, sleep=self.sleep)
+                            try:
+                                api.delete_snapshot(snapshot_id, sleep=self.sleep)
+                            except ImageError as e:
+                                left.append({"region": api.region, "snapshot_id": snapshot_id, "reason": e.message})
         kept = [self.brief(i) for _api, k, _d in plans for i in k]
         deleted = [self.brief(i) for _api, _k, d in plans for i in d]
-        return {"changed": bool(deleted), "kept": kept, "deleted": deleted}
+        return {"changed": bool(deleted), "kept": kept, "deleted": deleted, "left": left}
 
     @staticmethod
     def brief(image):
@@ -266,13 +292,18 @@ def main():
     def ssm(for_region):
         return ParameterApi(module.client("ssm", retry_decorator=retry, region=for_region), for_region)
 
-    prune = GoldenAmiPrune(module.params, region, ec2, ssm, check_mode=module.check_mode)
+    def autoscaling(for_region):
+        return AutoScalingApi(module.client("autoscaling", retry_decorator=retry, region=for_region), for_region)
+
+    prune = GoldenAmiPrune(module.params, region, ec2, ssm, check_mode=module.check_mode, autoscaling=autoscaling)
     try:
         result = prune.run()
     except ImageError as e:
         if e.exception is not None:
             module.fail_json_aws(e.exception, msg=e.message)
         module.fail_json(msg=e.message)
+    for item in result["left"]:
+        module.warn(f"Snapshot {item['snapshot_id']} in {item['region']} was left: {item['reason']}")
     module.exit_json(**result)
 
 

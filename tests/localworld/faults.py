@@ -10,7 +10,8 @@ makes chosen calls fail as AWS would, before they leave the client:
 
 ``match`` compares dotted paths into the call's parameters (as boto3 takes
 them) with the given values; a rule without ``match`` hits every call of the
-operation. ``times`` (optional) limits how often a rule fires in one process.
+operation. ``region`` (optional) limits a rule to the clients of one region.
+``times`` (optional) limits how often a rule fires in one process.
 
 Two ways to use a plan, neither of which needs any switch in the code under test:
 
@@ -53,7 +54,7 @@ def load_plan(plan):
         missing = {"operation", "code"} - set(rule)
         if missing:
             raise ValueError(f"fault rule {rule!r} lacks {', '.join(sorted(missing))}")
-        unknown = set(rule) - {"operation", "match", "code", "message", "status", "times"}
+        unknown = set(rule) - {"operation", "match", "code", "message", "status", "times", "region"}
         if unknown:
             raise ValueError(f"fault rule {rule!r} has unknown keys {', '.join(sorted(unknown))}")
     return [dict(rule) for rule in plan]
@@ -80,10 +81,13 @@ def register(client, plan):
     for rule in rules:
         rule["fired"] = 0
     service = client.meta.service_model.service_id.hyphenize()
+    region = client.meta.region_name
 
     def choose(params, model, context, **_kwargs):
         for rule in rules:
             if rule["operation"] != model.name or not _matches(rule, params):
+                continue
+            if rule.get("region") not in (None, region):
                 continue
             if rule.get("times") is not None and rule["fired"] >= rule["times"]:
                 continue

@@ -181,7 +181,8 @@ def test_create_waits_tags_snapshots_sets_imds_and_deprecation_then_publishes(tm
                 }
             ],
             "TagSpecifications": [
-                {"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in WANTED_TAGS.items()]}
+                {"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in WANTED_TAGS.items()]}
+                for kind in ("image", "snapshot")
             ],
         },
     )
@@ -311,6 +312,16 @@ def test_copies_get_a_client_token_kms_key_and_tags_and_ssm_waits_for_them():
             "ClientToken": copy_client_token(IMAGE_ID, COPY_REGION, NAME),
             "Encrypted": True,
             "KmsKeyId": "alias/golden-west",
+            "TagSpecifications": [
+                {
+                    "ResourceType": kind,
+                    "Tags": [
+                        {"Key": k, "Value": v}
+                        for k, v in dict(tags, SourceImageId=IMAGE_ID, SourceRegion=REGION).items()
+                    ],
+                }
+                for kind in ("image", "snapshot")
+            ],
         },
     )
     dst.add_response("describe_images", {"Images": [image(COPY_ID, state="pending", snapshot=None)]})

@@ -1,0 +1,168 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the burst.golden_ami collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: golden_ami_promote
+short_description: Publish a bake's verified candidate images to production, or change nothing
+version_added: 0.2.0
+description:
+  - The only step of a bake that changes what production sees. Finds the image of O(build_id) in the
+    module's region and in every region of O(regions) (the candidates that M(burst.golden_ami.golden_ami)
+    made with C(stage=candidate)), checks that each is C(available), then points every SSM parameter of
+    O(ssm_parameters) in each region at that region's image (C(DataType=aws:ec2:image)), shares the images
+    (O(launch_permissions)) and tags them and their snapshots C(ImageStage=promoted).
+  - Before any parameter changes, each image is tagged C(ImageStage=promoting) and C(PromotedOver), the
+    JSON of the values it replaces in its region. When a call fails, every parameter already changed is put
+    back (or deleted, when it did not exist) and the module fails saying what it restored. After an
+    interrupted run, M(burst.golden_ami.golden_ami_discard) restores the values from that tag.
+  - Idempotent; check mode reports the parameters that would change.
+author:
+  - burst.golden_ami maintainers (@burst)
+options:
+  build_id:
+    description:
+      - The bake whose images are promoted: the value of their O(build_id_tag) tag.
+    type: str
+    required: true
+  build_id_tag:
+    description:
+      - Tag key that holds O(build_id).
+    type: str
+    default: BakeId
+  regions:
+    description:
+      - Regions of the copies, besides the module's region. Each must hold exactly one image of the bake.
+    type: list
+    elements: str
+    default: []
+  ssm_parameters:
+    description:
+      - SSM parameters that receive the image id in each region.
+    type: list
+    elements: str
+    default: []
+  ssm_parameter_description:
+    description:
+      - Description of parameters that are created.
+    type: str
+  launch_permissions:
+    description:
+      - Accounts, organizations and organizational units the images are shared with. Missing ones are added.
+    type: dict
+    suboptions:
+      user_ids:
+        description: AWS account ids.
+        type: list
+        elements: str
+        default: []
+      organization_arns:
+        description: Organization ARNs.
+        type: list
+        elements: str
+        default: []
+      organizational_unit_arns:
+        description: Organizational unit ARNs.
+        type: list
+        elements: str
+        default: []
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+attributes:
+  check_mode:
+    support: full
+    description: Reports the parameters that would change and changes nothing.
+  diff_mode:
+    support: none
+    description: Returns no diff; C(ssm_parameters) has each value and the one it replaces.
+  idempotent:
+    support: full
+    description: A second run finds every parameter pointing at the images already.
+"""
+
+EXAMPLES = r"""
+- name: Promote the verified candidate of this bake in both regions
+  burst.golden_ami.golden_ami_promote:
+    region: eu-central-1
+    build_id: "{{ bake_id }}"
+    regions: [eu-west-1]
+    ssm_parameters: [/burst/golden-ami/latest]
+  register: promoted
+"""
+
+RETURN = r"""
+images:
+  description: The promoted image of each region.
+  returned: success
+  type: dict
+  sample: {eu-central-1: ami-0123456789abcdef0, eu-west-1: ami-0fedcba9876543210}
+ssm_parameters:
+  description: For each region, each parameter's new value and the value it replaced (null when it did not exist).
+  returned: success
+  type: dict
+  sample:
+    eu-central-1:
+      /burst/golden-ami/latest: {value: ami-0123456789abcdef0, previous: ami-0aaaaaaaaaaaaaaaa}
+actions:
+  description: What the module did, or would do in check mode, one line each.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
+    ImageApi,
+    ImageError,
+    ParameterApi,
+    default_retry,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Promotion  # noqa: E402
+
+
+def main():
+    argument_spec = dict(
+        build_id=dict(type="str", required=True),
+        build_id_tag=dict(type="str", default="BakeId"),
+        regions=dict(type="list", elements="str", default=[]),
+        ssm_parameters=dict(type="list", elements="str", default=[]),
+        ssm_parameter_description=dict(type="str"),
+        launch_permissions=dict(
+            type="dict",
+            options=dict(
+                user_ids=dict(type="list", elements="str", default=[]),
+                organization_arns=dict(type="list", elements="str", default=[]),
+                organizational_unit_arns=dict(type="list", elements="str", default=[]),
+            ),
+        ),
+    )
+    module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not module.region:
+        module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
+    retry = default_retry()
+
+    def ec2(for_region):
+        return ImageApi(module.client("ec2", retry_decorator=retry, region=for_region), for_region)
+
+    def ssm(for_region):
+        return ParameterApi(module.client("ssm", retry_decorator=retry, region=for_region), for_region)
+
+    promotion = Promotion(module.params, module.region, ec2, ssm, check_mode=module.check_mode)
+    try:
+        result = promotion.run()
+    except ImageError as e:
+        if e.exception is not None:
+            module.fail_json_aws(e.exception, msg=e.message, actions=promotion.actions)
+        module.fail_json(msg=e.message, actions=promotion.actions)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
