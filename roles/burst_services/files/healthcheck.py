@@ -25,6 +25,29 @@ Endpoints:
   booted (also logged once).
 - ``GET /live``: 200 while the process runs.
 
+The answer also carries the seed format's fields at the top level: for each
+backend, ``{"ok": ..., "status": ...}`` under its name (``vllm.ok``,
+``embeddings.status``), and ``timestamp`` (seconds since the epoch), so a
+client written for the original ``healthcheck.py`` keeps working.
+
+Abuse limits (each a key of the configuration file, defaults in brackets):
+
+- ``max_connections`` [4096]: open client connections. At the cap, a new
+  connection closes the connection that has been idle longest (no request
+  under way), or failing that the oldest one, so that a new ``/health``
+  client always gets in. The process needs that many file descriptors plus
+  ``FD_RESERVE`` (the systemd unit's ``LimitNOFILE``); with fewer, the cap
+  is lowered to fit and the log says so.
+- ``max_pipeline`` [32]: requests answered per connection in one go; the
+  rest of a pipelined flood waits, unread, until that answer is sent.
+- ``max_unsent_bytes`` [65536]: answer bytes a connection may leave unsent
+  before reading from it stops, until the client reads.
+- ``header_timeout_s`` [10]: seconds a request head may take to arrive,
+  counted from its first byte (from the connection for the first request).
+- ``idle_timeout_s`` [60]: seconds a keep-alive connection may stay silent.
+- ``send_timeout_s`` [10]: seconds an answer may stay unsent; a client that
+  does not read is then aborted (its unsent answer dropped).
+
 Probes run in a background thread, concurrently, one loop per backend, every
 ``interval_s`` with a hard deadline of ``timeout_s`` per probe. Requests are
 answered from a response snapshot that the probes rebuild; no request ever
@@ -37,9 +60,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import sys
@@ -54,8 +79,26 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_PROBE_BODY = 1 << 20
 # Largest request head accepted from a client.
 MAX_REQUEST_HEAD = 8192
-# Keep-alive connections idle this long (seconds) are closed.
-IDLE_TIMEOUT_S = 60
+# Bytes read from a client at a time (one buffer shared by every connection).
+READ_SIZE = 16384
+# Connections the idle/deadline sweep looks at per turn of the event loop.
+SWEEP_SLICE = 256
+# Connections the kernel queues for accept(); one accept pass may take in as
+# many sockets before the cap can close any.
+LISTEN_BACKLOG = 512
+# File descriptors needed beyond max_connections: one accept pass, the
+# listening socket, probes, standard streams and the interpreter's own files.
+FD_RESERVE = LISTEN_BACKLOG + 64
+
+# Abuse limits: key -> (type, default, lowest, highest).
+LIMITS = {
+    "max_connections": (int, 4096, 1, 1_000_000),
+    "max_pipeline": (int, 32, 1, 1024),
+    "max_unsent_bytes": (int, 65536, 1024, 64 << 20),
+    "header_timeout_s": (float, 10.0, 0.01, 3600),
+    "idle_timeout_s": (float, 60.0, 0.01, 86400),
+    "send_timeout_s": (float, 10.0, 0.01, 3600),
+}
 
 _TOP_KEYS = {
     "listen_host": str,
@@ -63,7 +106,12 @@ _TOP_KEYS = {
     "interval_s": float,
     "timeout_s": float,
     "backends": list,
+    **{key: spec[0] for key, spec in LIMITS.items()},
 }
+# Top-level keys of the answer: a backend's name must not shadow one.
+RESERVED_NAMES = frozenset(
+    ("ready", "backends", "boot_to_ready_s", "start_to_ready_s", "ready_at", "generated_at", "timestamp")
+)
 _BACKEND_KEYS = {"name": str, "kind": str, "url": str, "model": str, "required": bool}
 
 
@@ -89,12 +137,25 @@ class Backend:
 class Config:
     """A validated configuration."""
 
-    def __init__(self, backends, listen_host="0.0.0.0", listen_port=8080, interval_s=1.0, timeout_s=1.0):  # noqa: S104
+    def __init__(
+        self,
+        backends,
+        listen_host="0.0.0.0",  # noqa: S104
+        listen_port=8080,
+        interval_s=1.0,
+        timeout_s=1.0,
+        **limits,
+    ):
         self.backends = backends
         self.listen_host = listen_host
         self.listen_port = listen_port
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        unknown = set(limits) - set(LIMITS)
+        if unknown:
+            raise TypeError(f"unknown limit(s): {', '.join(sorted(unknown))}")
+        for key, spec in LIMITS.items():
+            setattr(self, key, spec[0](limits.get(key, spec[1])))
 
 
 def _type_name(expected):
@@ -127,6 +188,10 @@ def _parse_backend(raw, where):
     name = raw["name"]
     if not NAME_PATTERN.match(name):
         raise ConfigError(f"{where}.name: {name!r} must match {NAME_PATTERN.pattern}")
+    if name in RESERVED_NAMES:
+        raise ConfigError(
+            f"{where}.name: {name!r} is a top-level key of the answer; reserved: {', '.join(sorted(RESERVED_NAMES))}"
+        )
     kind = raw["kind"]
     if kind not in KINDS:
         raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
@@ -167,6 +232,11 @@ def parse_config(raw, source="config"):
     for key in ("interval_s", "timeout_s"):
         if key in options and not 0 < options[key] <= 3600:
             raise ConfigError(f"{source}: {key}: must be more than 0 and at most 3600 seconds, got {options[key]}")
+    for key, (_kind, _default, lowest, highest) in LIMITS.items():
+        if key in raw:
+            if not lowest <= raw[key] <= highest:
+                raise ConfigError(f"{source}: {key}: must be between {lowest} and {highest}, got {raw[key]}")
+            options[key] = raw[key]
     backends = [_parse_backend(item, f"{source}: backends[{index}]") for index, item in enumerate(raw["backends"])]
     if not backends:
         raise ConfigError(f"{source}: backends: must list at least one backend")
@@ -394,14 +464,19 @@ class State:
         )
 
     def _render(self):
+        now = time.time()
         health = {
             "ready": self.ready,
             "backends": self._results,
             "boot_to_ready_s": self.boot_to_ready_s,
             "start_to_ready_s": self.start_to_ready_s,
             "ready_at": self.ready_at,
-            "generated_at": _utc(time.time()),
+            "generated_at": _utc(now),
+            # The seed's format: {"ready", "<name>": {"ok", "status"}, "timestamp"}.
+            "timestamp": round(now, 3),
         }
+        for name, result in self._results.items():
+            health[name] = {"ok": result["ok"], "status": result["status"]}
         body = json.dumps(health, separators=(",", ":"), sort_keys=False).encode() + b"\n"
         health_answers = _answers(200 if self.ready else 503, body)
         live_answers = _answers(200, b'{"live":true}\n')
@@ -449,54 +524,153 @@ def _content_length(lowered_headers):
     return lowered_headers[start + 17 : end if end >= 0 else None].strip()
 
 
-class _HttpProtocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive and pipelining; every answer is a prepared bytes object."""
+class _HttpProtocol(asyncio.BufferedProtocol):
+    """HTTP/1.1 with keep-alive and bounded pipelining; every answer is a prepared bytes object.
 
-    __slots__ = ("_buffer", "_server", "idle", "transport")
+    Reads go to the server's one shared buffer; only what is left over (a
+    partial request head, or pipelined requests waiting their turn) is kept
+    per connection. Reading pauses while answers are unsent above
+    ``max_unsent_bytes`` or pipelined requests wait.
+    """
+
+    __slots__ = (
+        "_backlog",
+        "_pending",
+        "_reading",
+        "_scheduled",
+        "_server",
+        "_write_paused",
+        "last_active",
+        "request_started",
+        "stalled_since",
+        "transport",
+    )
 
     def __init__(self, server):
         self._server = server
-        self._buffer = b""
+        self._pending = b""
+        self._backlog = False
+        self._reading = True
+        self._scheduled = False
+        self._write_paused = False
         self.transport = None
-        self.idle = 0
+        # Loop time of the last answer (or of the connection): the idle clock.
+        self.last_active = 0.0
+        # Loop time the request under way began, None between requests: the header clock.
+        self.request_started = None
+        # Loop time answers were first seen unsent, None while all are sent: the send clock.
+        self.stalled_since = None
 
     def connection_made(self, transport):
+        server = self._server
         self.transport = transport
-        self._server.connections.add(self)
+        now = server.clock()
+        self.last_active = now
+        # The first request's head is due header_timeout_s after the connection.
+        self.request_started = now
+        transport.set_write_buffer_limits(high=server.max_unsent_bytes, low=server.max_unsent_bytes // 4)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Bound what the kernel holds for a client too: answers a client
+            # does not read, and requests it floods, stop there, not megabytes later.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server.max_unsent_bytes)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, READ_SIZE * 4)
+            except OSError:
+                pass
+        server.admit(self)
 
     def connection_lost(self, exc):
-        self._server.connections.discard(self)
+        self._server.connections.pop(self, None)
+        self._pending = b""
 
     def pause_writing(self):
-        self.transport.pause_reading()
+        self._write_paused = True
+        self._update_reading()
 
     def resume_writing(self):
-        self.transport.resume_reading()
+        self._write_paused = False
+        if self._backlog:
+            self._schedule()
+        self._update_reading()
 
-    def data_received(self, data):
-        self.idle = 0
-        buffer = self._buffer + data if self._buffer else data
+    def get_buffer(self, sizehint):
+        return self._server.read_buffer
+
+    def buffer_updated(self, nbytes):
+        data = self._server.read_buffer[:nbytes].tobytes()
+        if self._pending:
+            data = self._pending + data
+        elif self.request_started is None:
+            self.request_started = self._server.clock()
+        self._pending = data
+        self._process()
+
+    def eof_received(self):
+        return False  # close: a half-closed client gets no more answers
+
+    def _update_reading(self):
+        want = not (self._write_paused or self._backlog)
+        if want != self._reading and not self.transport.is_closing():
+            self._reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def _schedule(self):
+        if not self._scheduled:
+            self._scheduled = True
+            self._server.loop.call_soon(self._resume_backlog)
+
+    def _resume_backlog(self):
+        self._scheduled = False
+        if not self.transport.is_closing() and not self._write_paused:
+            self._process()
+
+    def _process(self):
+        """Answer up to max_pipeline requests from the pending input."""
+        transport = self.transport
+        buffer = self._pending
+        limit = self._server.max_pipeline
         out = []
-        while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                break
-            head = buffer[:end]
-            buffer = buffer[end + 4 :]
-            answer, close = self._answer(head)
+        pos = 0
+        end = buffer.find(b"\r\n\r\n")
+        while end >= 0:
+            answer, close = self._answer(buffer[pos:end])
             out.append(answer)
+            pos = end + 4
             if close:
-                self.transport.write(b"".join(out))
-                self.transport.close()
-                self._buffer = b""
+                self._pending = b""
+                self._backlog = False
+                transport.write(b"".join(out))
+                transport.close()
                 return
+            if len(out) >= limit:
+                break
+            end = buffer.find(b"\r\n\r\n", pos)
+        rest = buffer[pos:] if pos else buffer
+        self._pending = rest
         if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if len(buffer) > MAX_REQUEST_HEAD:
-            self.transport.write(_TOO_LARGE)
-            self.transport.close()
-            buffer = b""
-        self._buffer = buffer
+            server = self._server
+            now = server.clock()
+            self.last_active = now
+            self.request_started = now if rest else None
+            server.connections.move_to_end(self)
+            # A full batch means more requests may be waiting: answer them in a
+            # later turn of the loop, once this answer is on its way.
+            self._backlog = len(out) >= limit and bool(rest)
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if self._backlog and not self._write_paused:
+                self._schedule()
+        else:
+            self._backlog = False
+        if not self._backlog and len(rest) > MAX_REQUEST_HEAD:
+            self._pending = b""
+            transport.write(_TOO_LARGE)
+            transport.close()
+            return
+        self._update_reading()
 
     def _answer(self, head):
         line_end = head.find(b"\r\n")
@@ -531,20 +705,107 @@ class _HttpProtocol(asyncio.Protocol):
         return answers[index], close
 
 
-class _Server:
-    def __init__(self, state):
-        self.state = state
-        self.connections = set()
+def _nofile_limit():
+    """The soft RLIMIT_NOFILE, None when unlimited."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
-    async def sweep_idle(self):
-        """Close keep-alive connections that have been silent for IDLE_TIMEOUT_S."""
-        step = 5
+
+def raise_nofile_limit(wanted):
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (at most the hard limit); return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            pass
+    return _nofile_limit()
+
+
+class _Server:
+    """The connections of one listening socket, oldest activity first, and their clocks."""
+
+    def __init__(self, state, config, loop, max_connections):
+        self.state = state
+        self.loop = loop
+        self.clock = loop.time
+        self.connections = collections.OrderedDict()
+        self.max_connections = max_connections
+        self.max_pipeline = config.max_pipeline
+        self.max_unsent_bytes = config.max_unsent_bytes
+        self.header_timeout_s = config.header_timeout_s
+        self.idle_timeout_s = config.idle_timeout_s
+        self.send_timeout_s = config.send_timeout_s
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
+        self.stats = collections.Counter()
+
+    def admit(self, protocol):
+        """Take in a new connection; at the cap, first close the one idle longest."""
+        connections = self.connections
+        while len(connections) >= self.max_connections:
+            victim = next((c for c in connections if c.request_started is None), None)
+            if victim is None:
+                victim = next(iter(connections))  # none idle: the oldest goes
+                self.stats["evicted_busy"] += 1
+            else:
+                self.stats["evicted_idle"] += 1
+            del connections[victim]
+            _drop(victim.transport)
+        connections[protocol] = None
+
+    def sweep(self, now, protocols=None):
+        """Close connections past a deadline (all, or those of ``protocols``); return how many were closed."""
+        closed = 0
+        header_deadline = now - self.header_timeout_s
+        idle_deadline = now - self.idle_timeout_s
+        for protocol in list(self.connections) if protocols is None else protocols:
+            if protocol not in self.connections:
+                continue
+            transport = protocol.transport
+            if transport.get_write_buffer_size():
+                if protocol.stalled_since is None:
+                    protocol.stalled_since = now
+                elif now - protocol.stalled_since >= self.send_timeout_s:
+                    # A client that does not read: drop its unsent answers now
+                    # (close() would wait for them to drain, forever).
+                    self.stats["send_timeout"] += 1
+                    transport.abort()
+                    closed += 1
+                continue
+            protocol.stalled_since = None
+            if transport.is_closing():
+                continue
+            if protocol.request_started is not None:
+                if protocol.request_started <= header_deadline:
+                    self.stats["header_timeout"] += 1
+                    transport.abort()
+                    closed += 1
+            elif protocol.last_active <= idle_deadline:
+                self.stats["idle_timeout"] += 1
+                transport.close()
+                closed += 1
+        return closed
+
+    async def sweep_forever(self):
+        step = min(1.0, max(0.01, min(self.header_timeout_s, self.idle_timeout_s, self.send_timeout_s) / 4))
         while True:
             await asyncio.sleep(step)
-            for protocol in list(self.connections):
-                protocol.idle += step
-                if protocol.idle >= IDLE_TIMEOUT_S:
-                    protocol.transport.close()
+            # A few hundred connections per turn of the loop: thousands of
+            # connections never hold the requests up for one long sweep.
+            protocols = list(self.connections)
+            for start in range(0, len(protocols), SWEEP_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                self.sweep(self.clock(), protocols[start : start + SWEEP_SLICE])
+
+
+def _drop(transport):
+    """Close a connection now: gracefully when nothing is left to send, else abort."""
+    if transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        transport.close()
 
 
 class Prober:
@@ -630,6 +891,8 @@ class Aggregator:
         self._thread = None
         self._listening = threading.Event()
         self._error = None
+        self.max_connections = config.max_connections
+        self.server_state = None
 
     async def serve(self, install_signals=False):
         self._loop = asyncio.get_running_loop()
@@ -637,10 +900,15 @@ class Aggregator:
         if install_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(signum, self._on_signal, signum)
-        server_state = _Server(self.state)
+        max_connections = self.config.max_connections
+        nofile = _nofile_limit()
+        if nofile is not None and max_connections + FD_RESERVE > nofile:
+            max_connections = max(1, nofile - FD_RESERVE)
+        self.max_connections = max_connections
+        server_state = self.server_state = _Server(self.state, self.config, self._loop, max_connections)
         try:
             server = await self._loop.create_server(
-                lambda: _HttpProtocol(server_state), self.host, self.port, backlog=1024, reuse_address=True
+                lambda: _HttpProtocol(server_state), self.host, self.port, backlog=LISTEN_BACKLOG, reuse_address=True
             )
         except OSError as exc:
             self._error = f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
@@ -650,12 +918,18 @@ class Aggregator:
         names = ", ".join(
             f"{b.name} ({b.kind}, {b.url}{'' if b.required else ', optional'})" for b in self.config.backends
         )
-        self.log(f"listening on {self.host}:{self.port}; backends: {names}")
+        self.log(f"listening on {self.host}:{self.port}; backends: {names}; at most {max_connections} connections")
+        if max_connections < self.config.max_connections:
+            self.log(
+                f"max_connections lowered from {self.config.max_connections} to {max_connections}: "
+                f"RLIMIT_NOFILE is {nofile}, and {FD_RESERVE} descriptors are kept for the rest "
+                f"(LimitNOFILE= in the unit should be at least max_connections + {FD_RESERVE})"
+            )
         if self.on_listening is not None:
             self.on_listening(self.port)
         prober = Prober(self.config, self.state)
         prober.start()
-        sweeper = asyncio.ensure_future(server_state.sweep_idle())
+        sweeper = asyncio.ensure_future(server_state.sweep_forever())
         self._listening.set()
         _notify_systemd("READY=1")
         try:
@@ -738,6 +1012,7 @@ def main(argv=None):
     if args.port is not None and not 0 <= args.port <= 65535:
         print(f"healthcheck: error: --port: {args.port} is not a TCP port", file=sys.stderr, flush=True)
         return 2
+    raise_nofile_limit(config.max_connections + FD_RESERVE)
     aggregator = Aggregator(
         config,
         host=args.host,

@@ -61,6 +61,31 @@ def test_every_option_is_read():
     assert config.backends[1].required is False
 
 
+def test_abuse_limits_have_defaults_and_are_read():
+    config = hc.parse_config(_with())
+    defaults = {key: spec[1] for key, spec in hc.LIMITS.items()}
+    assert {key: getattr(config, key) for key in hc.LIMITS} == defaults
+    assert defaults == {
+        "max_connections": 4096,
+        "max_pipeline": 32,
+        "max_unsent_bytes": 65536,
+        "header_timeout_s": 10.0,
+        "idle_timeout_s": 60.0,
+        "send_timeout_s": 10.0,
+    }
+    chosen = {
+        "max_connections": 100,
+        "max_pipeline": 4,
+        "max_unsent_bytes": 8192,
+        "header_timeout_s": 2.5,
+        "idle_timeout_s": 30,
+        "send_timeout_s": 1,
+    }
+    config = hc.parse_config(_with(**chosen))
+    assert {key: getattr(config, key) for key in hc.LIMITS} == chosen
+    assert isinstance(config.idle_timeout_s, float)
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -90,6 +115,15 @@ def test_every_option_is_read():
         pytest.param(
             {"backends": [dict(TEI, required=False)]}, "at least one backend must be required", id="none-required"
         ),
+        pytest.param(_with(max_connections=0), "max_connections: must be between 1 and", id="cap-zero"),
+        pytest.param(_with(max_connections=2.5), "max_connections: must be an integer, got 2.5", id="cap-float"),
+        pytest.param(_with(max_pipeline=0), "max_pipeline: must be between 1 and 1024, got 0", id="pipeline"),
+        pytest.param(_with(max_unsent_bytes=10), "max_unsent_bytes: must be between 1024 and", id="unsent"),
+        pytest.param(_with(header_timeout_s=0), "header_timeout_s: must be between 0.01 and 3600", id="header"),
+        pytest.param(_with(idle_timeout_s="60"), 'idle_timeout_s: must be a number, got "60"', id="idle-string"),
+        pytest.param(_with(send_timeout_s=-1), "send_timeout_s: must be between 0.01 and 3600, got -1", id="send"),
+        pytest.param(_backend(1, name="ready"), "backends[1].name: 'ready' is a top-level key", id="name-ready"),
+        pytest.param(_backend(1, name="timestamp"), "'timestamp' is a top-level key", id="name-timestamp"),
     ],
 )
 def test_bad_config_is_refused_naming_the_key(raw, expected):

@@ -201,6 +201,54 @@ def test_ready_when_every_backend_is_ready(backends, service):
         assert same["ready"] is True
 
 
+def seed_client(body):
+    """What a client of the seed's healthcheck.py reads, as that script answers:
+    ``{"ready": bool, "vllm": {"ok": bool, "status": str}, "embeddings": {...}, "timestamp": float}``.
+    """
+    data = json.loads(body)
+    verdict = {"ready": data["ready"], "timestamp": data["timestamp"]}
+    for name in ("vllm", "embeddings"):
+        verdict[name] = (data[name]["ok"], data[name]["status"])
+    assert isinstance(verdict["ready"], bool)
+    assert isinstance(verdict["timestamp"], float)
+    for name in ("vllm", "embeddings"):
+        assert isinstance(verdict[name][0], bool)
+        assert isinstance(verdict[name][1], str)
+    return verdict
+
+
+def test_answer_keeps_the_seed_format_for_old_clients(backends, service):
+    tei = backends()
+    svc = service(_vllm(backends()), _tei(tei))
+    svc.wait_status(200)
+    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=2)
+    conn.request("GET", "/health")
+    response = conn.getresponse()
+    before = time.time()
+    ready = seed_client(response.read())
+    conn.close()
+    assert ready["ready"] is True
+    assert ready["vllm"] == (True, "ready")
+    assert ready["embeddings"] == (True, "ready")
+    assert before - 5 < ready["timestamp"] <= before + 1
+    tei.mode = "unhealthy"
+    svc.wait_status(503)
+    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=2)
+    conn.request("GET", "/health")
+    response = conn.getresponse()
+    assert response.status == 503
+    body = response.read()
+    conn.close()
+    not_ready = seed_client(body)
+    assert not_ready["ready"] is False
+    assert not_ready["vllm"] == (True, "ready")
+    assert not_ready["embeddings"] == (False, "unhealthy")
+    # The richer answer is still there, and agrees.
+    rich = json.loads(body)
+    assert rich["backends"]["embeddings"]["status"] == "unhealthy"
+    assert rich["backends"]["embeddings"]["error"] == "GET /health: HTTP 503"
+
+
 def test_answers_before_the_first_probe_ends(backends, service):
     hung = backends()
     hung.mode = "hang"
