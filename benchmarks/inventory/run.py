@@ -146,9 +146,25 @@ def write_configs(directory, endpoint, health_url_template):
         filters={"tag:HealthBench": "yes"},
         compose={"burst_health_url": health_url_template},
     )
+    # aws_ec2's usual settings, the same for both: Jinja keyed groups and compose for every host.
+    style = {
+        "hostnames": ["instance-id"],
+        "keyed_groups": [
+            {"key": "instance_type", "prefix": "type"},
+            {"key": "placement.availability_zone", "prefix": "zone"},
+        ],
+        "compose": {"ansible_host": "private_ip_address"},
+    }
     files = {
         "bench.burst_ec2.yml": burst,
         "bench.aws_ec2.yml": aws,
+        "style.burst_ec2.yml": dict(burst, **style),
+        "style.aws_ec2.yml": dict(
+            common,
+            plugin="amazon.aws.aws_ec2",
+            filters={"tag:Mode": "Burst", "instance-state-name": ["pending", "running"]},
+            **style,
+        ),
         "health-off.burst_ec2.yml": health_common,
         "health-on.burst_ec2.yml": dict(health_common, health={"enabled": True, "timeout": 2.0}),
     }
@@ -199,6 +215,114 @@ def burst_groups(data):
     return groups
 
 
+def style_view(data):
+    """The keyed groups and ansible_host of the aws_ec2-style run, to compare the two plugins."""
+    groups = {
+        name: sorted(value.get("hosts", []))
+        for name, value in data.items()
+        if name != "_meta" and isinstance(value, dict) and name.startswith(("type_", "zone_"))
+    }
+    hosts = {name: variables.get("ansible_host") for name, variables in data["_meta"]["hostvars"].items()}
+    return groups, hosts
+
+
+POPULATE_OPTIONS = {
+    "filters": {},
+    "include_filters": [],
+    "exclude_filters": [],
+    "burst_tags": {"Mode": "Burst"},
+    "instance_states": ["pending", "running"],
+    "spot_only": True,
+    "hostnames": ["instance-id"],
+    "allow_duplicated_hosts": False,
+    "hostvars_prefix": None,
+    "hostvars_suffix": None,
+    "use_contrib_script_compatible_sanitization": False,
+    "strict_permissions": True,
+    "image_version_tag": "Version",
+    "group_prefix": "burst_",
+    "burst_groups": True,
+    "instance_vars": "burst",
+    "spot_prices": False,
+    "health": {},
+    "strict": False,
+    "groups": {},
+    "use_extra_vars": False,
+    "leading_separator": True,
+}
+
+
+def populate_phase(endpoint, rounds):
+    """CPU seconds of burst_ec2's population alone (2,000 hosts, aws_ec2-style Jinja), with and without the cache.
+
+    The instances are read once; then the plugin's ``_populate`` runs on them in
+    this process, alternately with its expression cache and without it (as
+    ansible-core does by itself: each expression compiled for every host).
+    """
+    from ansible.inventory.data import InventoryData
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    from ansible_collections.burst.golden_ami.plugins.inventory import burst_ec2
+
+    results = []
+    for region in REGIONS:
+        ec2 = boto3.client("ec2", region_name=region, endpoint_url=endpoint)
+        pages = ec2.get_paginator("describe_instances").paginate(
+            Filters=[
+                {"Name": "tag:Mode", "Values": ["Burst"]},
+                {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            ]
+        )
+        instances = [
+            i
+            for page in pages
+            for r in page["Reservations"]
+            for i in r["Instances"]
+            if i.get("InstanceLifecycle") == "spot"
+        ]
+        results.append({"region": region, "instances": instances, "images": {}, "spot_prices": []})
+    options = dict(
+        POPULATE_OPTIONS,
+        keyed_groups=[
+            {"key": trust_as_template("instance_type"), "prefix": "type"},
+            {"key": trust_as_template("placement.availability_zone"), "prefix": "zone"},
+        ],
+        compose={"ansible_host": trust_as_template("private_ip_address")},
+    )
+    cpu = {"cached": [], "uncached": []}
+    views = {}
+    compiled_class = burst_ec2.AnsibleTemplateExpression
+    for _round in range(rounds):
+        for mode in ("uncached", "cached"):
+            plugin = burst_ec2.InventoryModule()
+            plugin.get_option = lambda name, hostvars=None: options[name]
+            plugin.inventory = InventoryData()
+            plugin.templar = Templar(loader=DataLoader())
+            burst_ec2.AnsibleTemplateExpression = compiled_class if mode == "cached" else None
+            try:
+                settings = plugin._settings()
+                start = time.process_time()
+                plugin._populate(results, settings)
+                cpu[mode].append(time.process_time() - start)
+            finally:
+                burst_ec2.AnsibleTemplateExpression = compiled_class
+            views[mode] = (
+                {g: sorted(h.name for h in group.hosts) for g, group in plugin.inventory.groups.items()},
+                {h: host.vars.get("ansible_host") for h, host in plugin.inventory.hosts.items()},
+            )
+            log(f"populate {mode}: {cpu[mode][-1]:.2f}s CPU, {len(plugin.inventory.hosts)} hosts")
+    if views["cached"] != views["uncached"]:
+        raise SystemExit("the population differs with and without the expression cache")
+    return {
+        "hosts": sum(len(r["instances"]) for r in results),
+        "uncached_cpu_s": [round(t, 2) for t in cpu["uncached"]],
+        "cached_cpu_s": [round(t, 2) for t in cpu["cached"]],
+        "uncached_cpu_median_s": round(statistics.median(cpu["uncached"]), 2),
+        "cached_cpu_median_s": round(statistics.median(cpu["cached"]), 2),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-region", type=int, default=1000, help="burst spot instances per region")
@@ -207,6 +331,7 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
 
+    load_at_start = Path("/proc/loadavg").read_text().split()[:3]
     with MotoServer(region=REGIONS[0]) as moto, HealthStub() as stub, tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_"))}
         env.update(moto.env())
@@ -229,13 +354,21 @@ def main(argv=None):
         )
         paths = write_configs(tmp, moto.endpoint_url, template)
 
-        times = {"burst_ec2": [], "aws_ec2": []}
+        runs = (
+            ("aws_ec2", "bench.aws_ec2.yml"),
+            ("burst_ec2", "bench.burst_ec2.yml"),
+            ("aws_ec2_style", "style.aws_ec2.yml"),
+            ("burst_ec2_style", "style.burst_ec2.yml"),
+        )
+        times = {name: [] for name, _file in runs}
         cpu = {name: {"client": [], "endpoint": []} for name in times}
         outputs = {}
         server_pid = moto._process.pid
+        loads = []
         for round_no in range(args.rounds):
-            for name, file in (("aws_ec2", "bench.aws_ec2.yml"), ("burst_ec2", "bench.burst_ec2.yml")):
+            for name, file in runs:
                 elapsed, data = inventory(paths[file], env, server_pid, cpu[name])
+                loads.append(os.getloadavg()[0])
                 times[name].append(elapsed)
                 outputs[name] = data
                 log(
@@ -250,6 +383,11 @@ def main(argv=None):
         if not same_hosts or not same_groups:
             only = sorted(set(groups["burst_ec2"]) ^ set(groups["aws_ec2"]))
             raise SystemExit(f"the inventories differ: same hosts {same_hosts}, groups only in one: {only}")
+        style_groups, style_hosts = style_view(outputs["burst_ec2_style"])
+        if (style_groups, style_hosts) != style_view(outputs["aws_ec2_style"]) or len(style_hosts) != len(
+            hosts["aws_ec2"]
+        ):
+            raise SystemExit("the aws_ec2-style inventories differ (keyed groups, hosts or ansible_host)")
 
         off, _off_data = inventory(paths["health-off.burst_ec2.yml"], env)
         on, health_data = inventory(paths["health-on.burst_ec2.yml"], env)
@@ -257,6 +395,8 @@ def main(argv=None):
         unreachable = sorted(health_data.get("burst_unreachable", {}).get("hosts", []))
         if unreachable != sorted(hanging_ids) or len(ready) != len(health_ids) - len(hanging_ids):
             raise SystemExit(f"health groups are wrong: {len(ready)} ready, {len(unreachable)} unreachable")
+
+        populate = populate_phase(moto.endpoint_url, args.rounds)
 
         # The probe phase alone, with the plugin's own function: the difference of two whole runs is noisy.
         urls = {h: stub.url("hang" if h in hanging_ids else "ready", f"/{h}") for h in health_ids}
@@ -281,7 +421,23 @@ def main(argv=None):
             "burst_ec2_cpu_median_s": round(statistics.median(cpu["burst_ec2"]["client"]), 2),
             "aws_ec2_endpoint_cpu_median_s": round(statistics.median(cpu["aws_ec2"]["endpoint"]), 2),
             "burst_ec2_endpoint_cpu_median_s": round(statistics.median(cpu["burst_ec2"]["endpoint"]), 2),
+            "style_keyed_groups": len(style_groups),
+            "aws_ec2_style_s": [round(t, 2) for t in times["aws_ec2_style"]],
+            "burst_ec2_style_s": [round(t, 2) for t in times["burst_ec2_style"]],
+            "aws_ec2_style_median_s": round(statistics.median(times["aws_ec2_style"]), 2),
+            "burst_ec2_style_median_s": round(statistics.median(times["burst_ec2_style"]), 2),
+            "style_ratio": round(
+                statistics.median(times["burst_ec2_style"]) / statistics.median(times["aws_ec2_style"]), 3
+            ),
+            "aws_ec2_style_cpu_median_s": round(statistics.median(cpu["aws_ec2_style"]["client"]), 2),
+            "burst_ec2_style_cpu_median_s": round(statistics.median(cpu["burst_ec2_style"]["client"]), 2),
+            "aws_ec2_style_endpoint_cpu_median_s": round(statistics.median(cpu["aws_ec2_style"]["endpoint"]), 2),
+            "burst_ec2_style_endpoint_cpu_median_s": round(statistics.median(cpu["burst_ec2_style"]["endpoint"]), 2),
+            "populate_phase": populate,
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": Path("/proc/loadavg").read_text().split()[:3],
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+            "load_average_1min_after_each_run": [round(x, 2) for x in loads],
             "health_hosts": len(health_ids),
             "health_hanging": len(hanging_ids),
             "health_probe_timeout_s": 2.0,

@@ -8,6 +8,7 @@ integration target tests/integration/targets/burst_ec2.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -30,6 +31,12 @@ DEFAULTS = {
     "instance_states": ["pending", "running"],
     "spot_only": True,
     "hostnames": [],
+    "include_filters": [],
+    "exclude_filters": [],
+    "allow_duplicated_hosts": False,
+    "hostvars_prefix": None,
+    "hostvars_suffix": None,
+    "use_contrib_script_compatible_sanitization": False,
     "strict_permissions": True,
     "image_version_tag": "Version",
     "group_prefix": "burst_",
@@ -182,7 +189,8 @@ def test_one_region_is_one_describe_instances_one_describe_images_and_one_price_
             },
             {"InstanceTypes": ["g6e.xlarge"], "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY},
         )
-        result = plugin._query_region(client, "eu-central-1", plugin._server_filters(), plugin._settings())
+        settings = plugin._settings()
+        result = plugin._query_region(client, "eu-central-1", settings["queries"], settings)
     assert [i["InstanceId"] for i in result["instances"]] == ["i-0000000000000000a", "i-0000000000000000b"]
     assert sorted(result["images"]) == ["ami-00000000000000001", "ami-00000000000000002"]
     assert result["spot_prices"] == [["g6e.xlarge", "eu-central-1a", "1.17"]]
@@ -192,24 +200,113 @@ def test_one_region_is_one_describe_instances_one_describe_images_and_one_price_
 
 def test_filters_add_to_the_burst_defaults_and_may_override_the_states():
     plugin = _plugin(filters={"tag:Team": "ml", "instance-state-name": ["stopped"]})
-    assert plugin._server_filters() == [
-        {"Name": "tag:Team", "Values": ["ml"]},
-        {"Name": "instance-state-name", "Values": ["stopped"]},
-        {"Name": "tag:Mode", "Values": ["Burst"]},
+    assert plugin._queries() == {
+        "include": [
+            [
+                {"Name": "tag:Team", "Values": ["ml"]},
+                {"Name": "instance-state-name", "Values": ["stopped"]},
+                {"Name": "tag:Mode", "Values": ["Burst"]},
+            ]
+        ],
+        "exclude": [],
+    }
+
+
+def test_include_and_exclude_queries_carry_the_burst_filters():
+    plugin = _plugin(
+        include_filters=[{"tag:Team": "ml"}, {"instance-state-name": "stopping"}],
+        exclude_filters=[{"instance-type": "g5.2xlarge"}],
+    )
+    queries = plugin._queries()
+    # Without filters, the include_filters alone are the include queries.
+    assert queries["include"] == [
+        [
+            {"Name": "tag:Team", "Values": ["ml"]},
+            {"Name": "tag:Mode", "Values": ["Burst"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ],
+        [{"Name": "instance-state-name", "Values": ["stopping"]}, {"Name": "tag:Mode", "Values": ["Burst"]}],
     ]
+    # An exclude query looks at every state an include query lists.
+    assert queries["exclude"] == [
+        [
+            {"Name": "instance-type", "Values": ["g5.2xlarge"]},
+            {"Name": "tag:Mode", "Values": ["Burst"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping"]},
+        ]
+    ]
+
+
+def test_excluded_instances_are_left_out_and_found_twice_listed_once():
+    plugin = _plugin(
+        include_filters=[{"tag:Team": "ml"}, {"instance-type": "g6e.xlarge"}],
+        exclude_filters=[{"tag:Keep": "no"}],
+        spot_prices=False,
+    )
+    client = _client()
+    settings = plugin._settings()
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "describe_instances", {"Reservations": [{"Instances": [_instance("i-0000000000000000c")]}]}
+        )
+        stubber.add_response(
+            "describe_instances",
+            {
+                "Reservations": [
+                    {
+                        "OwnerId": "123456789012",
+                        "ReservationId": "r-1",
+                        "Instances": [_instance("i-0000000000000000a"), _instance("i-0000000000000000c")],
+                    }
+                ]
+            },
+        )
+        stubber.add_response(
+            "describe_instances",
+            {"Reservations": [{"Instances": [_instance("i-0000000000000000a"), _instance("i-0000000000000000b")]}]},
+        )
+        stubber.add_response("describe_images", {"Images": [_image("ami-00000000000000001", "1.0")]})
+        result = plugin._query_region(client, "eu-central-1", settings["queries"], settings)
+        stubber.assert_no_pending_responses()
+    assert [i["InstanceId"] for i in result["instances"]] == ["i-0000000000000000a", "i-0000000000000000b"]
+    # The reservation's fields come with the instance, as aws_ec2 has them.
+    assert result["instances"][0]["OwnerId"] == "123456789012"
+    assert result["instances"][0]["ReservationId"] == "r-1"
+
+
+def test_throttled_queries_are_retried_with_the_collection_policy(monkeypatch):
+    from ansible_collections.amazon.aws.plugins.module_utils import cloud
+
+    sleeps = []
+    monkeypatch.setattr(cloud.time, "sleep", sleeps.append)
+    plugin = _plugin(spot_prices=False)
+    client = _client()
+    settings = plugin._settings()
+    with Stubber(client) as stubber:
+        stubber.add_client_error("describe_instances", service_error_code="RequestLimitExceeded")
+        stubber.add_client_error("describe_instances", service_error_code="Throttling")
+        stubber.add_response(
+            "describe_instances", {"Reservations": [{"Instances": [_instance("i-0000000000000000a")]}]}
+        )
+        stubber.add_response("describe_images", {"Images": []})
+        result = plugin._query_region(client, "eu-central-1", settings["queries"], settings)
+        stubber.assert_no_pending_responses()
+    assert [i["InstanceId"] for i in result["instances"]] == ["i-0000000000000000a"]
+    assert len(sleeps) == 2 and all(0 <= s <= 30 for s in sleeps)
 
 
 @pytest.mark.parametrize(("strict", "expected"), [(False, "skipped"), (True, "fails")])
 def test_unauthorized_regions(strict, expected):
     plugin = _plugin(strict_permissions=strict)
     client = _client()
+    settings = plugin._settings()
     with Stubber(client) as stubber:
         stubber.add_client_error("describe_instances", service_error_code="UnauthorizedOperation")
         if expected == "skipped":
-            assert plugin._query_region(client, "eu-central-1", [], plugin._settings())["instances"] == []
+            assert plugin._query_region(client, "eu-central-1", settings["queries"], settings)["instances"] == []
         else:
             with pytest.raises(Exception, match="Failed to describe instances in eu-central-1"):
-                plugin._query_region(client, "eu-central-1", [], plugin._settings())
+                plugin._query_region(client, "eu-central-1", settings["queries"], settings)
 
 
 def test_regions_are_queried_at_the_same_time(monkeypatch):
@@ -313,11 +410,81 @@ def test_host_names_follow_the_preferences():
     assert sorted(plugin.inventory.hosts) == ["eu-central-1-burst-0a", "eu-central-1-burst-0b", "us-east-2-burst-0c"]
 
 
+def test_an_instance_without_the_first_source_goes_on_to_the_next():
+    # No instance has a public address; one has one: the others are named by the next source, never "ip-address".
+    results = _two_region_results()
+    results[0]["instances"][0]["PublicIpAddress"] = "192.0.2.10"
+    plugin = _plugin(hostnames=["ip-address", "instance-id"])
+    plugin._populate(results, plugin._settings())
+    assert sorted(plugin.inventory.hosts) == ["192.0.2.10", "i-0000000000000000b", "i-0000000000000000c"]
+
+
+def test_fields_the_host_names_need_are_kept_with_the_burst_instance_vars():
+    plugin = _plugin(hostnames=["network-interface.addresses.private-ip-address", "instance-id"], spot_prices=False)
+    client = _client()
+    settings = plugin._settings()
+    instance = _instance(
+        "i-0000000000000000a",
+        NetworkInterfaces=[{"PrivateIpAddresses": [{"PrivateIpAddress": "10.0.0.7"}], "PrivateIpAddress": "10.0.0.7"}],
+    )
+    with Stubber(client) as stubber:
+        stubber.add_response("describe_instances", {"Reservations": [{"Instances": [instance]}]})
+        stubber.add_response("describe_images", {"Images": []})
+        result = plugin._query_region(client, "eu-central-1", settings["queries"], settings)
+    assert "NetworkInterfaces" in result["instances"][0]
+    plugin._populate(_results(("eu-central-1", result["instances"], {}, [])), settings)
+    assert list(plugin.inventory.hosts) == ["10.0.0.7"]
+    assert "network_interfaces" not in _vars(plugin, "10.0.0.7")  # a source, not a host variable
+
+
+def test_hostvars_prefix_and_suffix_leave_the_burst_variables_alone():
+    plugin = _plugin(
+        hostnames=["instance-id"],
+        hostvars_prefix="ec2_",
+        hostvars_suffix="_x",
+        keyed_groups=[{"key": trust_as_template("ec2_instance_type_x"), "prefix": "t"}],
+    )
+    plugin._populate(_two_region_results(), plugin._settings())
+    host = _vars(plugin, "i-0000000000000000a")
+    assert host["ec2_instance_type_x"] == "g6e.xlarge" and "instance_type" not in host
+    assert host["burst_region"] == "eu-central-1"
+    groups = _groups(plugin)
+    assert groups["t_g5_2xlarge"] == ["i-0000000000000000b"]
+    assert groups["burst_type_g5_2xlarge"] == ["i-0000000000000000b"]  # the burst groups still work
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"hostnames": ["ip_address"]}, "unknown source 'ip_address' in entry 1"),
+        ({"hostnames": ["instance-id", {"name": "public-address"}]}, "unknown source 'public-address' in the name"),
+        ({"hostnames": [{"name": "instance-id", "sep": "-"}]}, "entry 1 has unknown keys sep"),
+        ({"hostnames": [{"prefix": "x"}]}, "without a 'name' key"),
+        ({"hostnames": ["tag:"]}, "names no tag"),
+        ({"hostnames": ["tag:=x"]}, "names no tag"),
+        ({"hostnames": ["dns-name |"]}, "without a filter"),
+        ({"hostnames": [3]}, "must be a string or a dictionary"),
+        ({"hostnames": [{"name": "instance-id", "separator": 1}]}, "separator of entry 1 must be a string"),
+        ({"hostnames": "instance-id"}, "hostnames must be a list"),
+        ({"include_filters": ["tag:Name=x"]}, "include_filters: each entry must be a dictionary"),
+        ({"exclude_filters": [["x"]]}, "exclude_filters: each entry must be a dictionary"),
+        ({"hostvars_prefix": 3}, "hostvars_prefix must be a string"),
+    ],
+)
+def test_bad_options_are_refused_with_a_clear_message(options, message):
+    with pytest.raises(AnsibleError, match=re.escape(message)):
+        _plugin(**options)._settings()
+
+
+def test_a_failing_hostname_filter_names_the_source():
+    plugin = _plugin(hostnames=["instance-id | no_such_filter"])
+    with pytest.raises(AnsibleError, match=re.escape("could not apply 'instance-id | no_such_filter'")):
+        plugin._populate(_two_region_results(), plugin._settings())
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(AnsibleError, match="Unknown health options: interval"):
         _plugin(health={"enabled": True, "interval": 3})._settings()
-    with pytest.raises(AnsibleError, match="needs a 'name' key"):
-        _plugin(hostnames=[{"prefix": "x"}])._settings()
     with pytest.raises(AnsibleError, match="more than 0 seconds"):
         _plugin(health={"enabled": True, "timeout": 0})._settings()
 
@@ -355,3 +522,82 @@ def test_health_url_template_uses_the_host_fields():
         )
         plugin._populate(_two_region_results(), plugin._settings())
     assert _groups(plugin)["burst_ready"] == ["i-0000000000000000a", "i-0000000000000000b", "i-0000000000000000c"]
+
+
+def _constructed_plugin():
+    return _plugin(
+        hostnames=["instance-id"],
+        compose={
+            "ansible_host": trust_as_template("private_ip_address"),
+            "short": trust_as_template("instance_id[-4:]"),
+            "broken": trust_as_template("tags.Missing.deeper"),
+        },
+        groups={
+            "g6e": trust_as_template("instance_type == 'g6e.xlarge'"),
+            "odd": trust_as_template("(instance_id[-1:] | int(base=16)) % 2 == 1"),
+        },
+        keyed_groups=[
+            {"key": trust_as_template("tags.Name"), "prefix": "name"},
+            {"key": trust_as_template("tags.Team | default('')"), "prefix": "team", "default_value": "none"},
+            {"key": trust_as_template("placement.availability_zone"), "parent_group": "zones"},
+        ],
+    )
+
+
+def _fleet_results(count=40):
+    instances = [
+        _instance(f"i-{n:017x}", instance_type=("g6e.xlarge", "g5.2xlarge")[n % 2], Placement={"AvailabilityZone": "z"})
+        for n in range(count)
+    ]
+    return _results(("eu-central-1", instances, {}, []))
+
+
+def _everything(plugin):
+    # The uptime is the only variable that depends on when the run was.
+    variables = {
+        name: {k: v for k, v in _vars(plugin, name).items() if k != "burst_uptime_seconds"}
+        for name in plugin.inventory.hosts
+    }
+    return _groups(plugin), variables
+
+
+def test_each_expression_is_compiled_once_per_run_with_the_same_result(monkeypatch):
+    from ansible_collections.burst.golden_ami.plugins.inventory import burst_ec2
+
+    # Without the cache: ansible-core's own behaviour, compiled for every host.
+    monkeypatch.setattr(burst_ec2, "AnsibleTemplateExpression", None)
+    uncached = _constructed_plugin()
+    uncached._populate(_fleet_results(), uncached._settings())
+    monkeypatch.undo()
+
+    plugin = _constructed_plugin()
+    environment = plugin.templar._engine.environment
+    compile_expression = environment.compile_expression
+    compiled = []
+
+    def spy(source, *args, **kwargs):
+        compiled.append(str(source))
+        return compile_expression(source, *args, **kwargs)
+
+    monkeypatch.setattr(environment, "compile_expression", spy)
+    plugin._populate(_fleet_results(), plugin._settings())
+    # 40 hosts, 8 expressions: each compiled once.
+    assert sorted(compiled) == sorted(set(compiled))
+    assert len(compiled) == 8
+    assert _everything(plugin) == _everything(uncached)
+    groups = _groups(plugin)
+    assert len(groups["g6e"]) == 20 and len(groups["odd"]) == 20 and len(groups["team_none"]) == 40
+    assert "broken" not in _vars(plugin, "i-00000000000000000")
+    # The engine is left as it was: a second run compiles again.
+    assert "_compile_expression" not in vars(plugin.templar._engine)
+
+
+def test_a_strict_error_still_names_the_host_with_the_cache():
+    plugin = _plugin(
+        hostnames=["instance-id"], strict=True, keyed_groups=[{"key": trust_as_template("tags.Team"), "prefix": "t"}]
+    )
+    with pytest.raises(
+        AnsibleError, match=re.escape("Could not generate group for host i-0000000000000000a from tags.Team")
+    ):
+        plugin._populate(_two_region_results(), plugin._settings())
+    assert "_compile_expression" not in vars(plugin.templar._engine)
