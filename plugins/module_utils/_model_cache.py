@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 RECORD_NAME = ".burst-model.json"
 MANIFEST_NAME = "manifest.json"
@@ -121,6 +121,48 @@ def model_dir_name(repo_id):
     if not REPO_ID.match(repo_id or ""):
         raise ModelCacheError("repo_id %r is not of the form 'org/name'" % (repo_id,))
     return repo_id.replace("/", "--")
+
+
+def redact_url(url):
+    """``url`` as it may be recorded or shown: no user, password, query string or fragment.
+
+    Signed URLs (S3 presigned, Azure SAS, CDN tokens) carry their credential in the query string.
+    """
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = "[%s]" % host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host + (":%d" % port if port is not None else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def url_secrets(url):
+    """The parts of ``url`` that ``redact_url`` drops and that must never be shown (for ``no_log_values``)."""
+    if not url:
+        return []
+    parts = urlsplit(url)
+    found = [parts.query, parts.fragment, parts.password or "", parts.username or ""]
+    found += [value for _name, value in parse_qsl(parts.query, keep_blank_values=True)]
+    return sorted({value for value in found if len(value) >= 4})
+
+
+def clean_record(record):
+    """A model record (or manifest entry) with its URLs redacted; the record itself when there is nothing to redact."""
+    if not isinstance(record, dict):
+        return record
+    cleaned = dict(record)
+    if isinstance(cleaned.get("url"), str):
+        cleaned["url"] = redact_url(cleaned["url"])
+    identity = cleaned.get("identity")
+    if isinstance(identity, dict) and isinstance(identity.get("url"), str):
+        cleaned["identity"] = dict(identity, url=redact_url(identity["url"]))
+    return cleaned if cleaned != record else record
 
 
 def _normalise_patterns(patterns):
@@ -964,14 +1006,16 @@ class UrlSource:
 
     def __init__(self, url, sha256, filename=None, headers=None, timeout=60):
         if not url or not re.match(r"^https?://", url):
-            raise ModelCacheError("url %r is not an http(s) URL" % (url,))
+            raise ModelCacheError("url %r is not an http(s) URL" % (redact_url(url),))
         if not sha256 or not HEX64.match(sha256.lower()):
             raise ModelCacheError("a url source needs sha256 as 64 hex digits, got %r" % (sha256,))
         self.url = url
+        # What is recorded and shown: the URL without its query string (a signature, a SAS token).
+        self.label = redact_url(url)
         self.sha256 = sha256.lower()
         self.filename = filename or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
         if not self.filename:
-            raise ModelCacheError("cannot name the file of %s: give a filename" % url)
+            raise ModelCacheError("cannot name the file of %s: give a filename" % redact_url(url))
         self._headers = dict(headers or {})
         self.timeout = timeout
 
@@ -980,7 +1024,7 @@ class UrlSource:
         raise ModelCacheError("a url source needs a name")
 
     def identity(self):
-        return {"source": self.kind, "url": self.url, "filename": self.filename, "sha256": self.sha256}
+        return {"source": self.kind, "url": self.label, "filename": self.filename, "sha256": self.sha256}
 
     def pinned_version(self):
         return self.sha256
@@ -998,16 +1042,16 @@ class UrlSource:
                 length = response.headers.get("Content-Length")
         except urllib.error.HTTPError as exc:
             if exc.code not in (403, 405, 501):
-                raise ModelCacheError("%s answered HTTP %s" % (self.url, exc.code)) from exc
+                raise ModelCacheError("%s answered HTTP %s" % (self.label, exc.code)) from exc
             length = None  # no HEAD here (a signed URL, for one): the size is learnt while downloading
         except OSError as exc:
-            raise ModelCacheError("cannot reach %s: %s" % (self.url, exc)) from exc
+            raise ModelCacheError("cannot reach %s: %s" % (self.label, exc)) from exc
         size = int(length) if length and length.isdigit() else None
         return Plan(self, self.sha256, [RemoteFile(self.filename, size, sha256=self.sha256, verify=VERIFY_GIVEN)])
 
     def fetch(self, remote, writer, resume_from, version):
         stream_http(
-            self.url, writer, resume_from, remote.size, headers=self._headers, timeout=self.timeout, label=self.url
+            self.url, writer, resume_from, remote.size, headers=self._headers, timeout=self.timeout, label=self.label
         )
 
 
@@ -1068,7 +1112,11 @@ def update_manifest(root, name, record, check_mode=False):
     if check_mode:
         manifest = read_json(path)
         models = manifest.get("models") if isinstance(manifest, dict) else None
-        return not isinstance(models, dict) or models.get(name) != record
+        return (
+            not isinstance(models, dict)
+            or models.get(name) != record
+            or any(clean_record(entry) is not entry for entry in models.values())
+        )
     with _locked(root):
         manifest = read_json(path)
         if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
@@ -1078,6 +1126,8 @@ def update_manifest(root, name, record, check_mode=False):
             manifest["models"].pop(name, None)
         else:
             manifest["models"][name] = record
+        # Entries written before URLs were recorded without their query string lose it now.
+        manifest["models"] = {key: clean_record(entry) for key, entry in manifest["models"].items()}
         if json.dumps(manifest, sort_keys=True) == before and os.path.exists(path):
             return False
         write_json_atomic(path, manifest, mode=FILE_MODE)
@@ -1258,8 +1308,24 @@ def _unchanged(result, record, progress, message):
     return result
 
 
+def _rewrite_record(target, record):
+    """Replace the record of an installed (read-only) model directory."""
+    os.chmod(target, 0o700)
+    try:
+        write_json_atomic(os.path.join(target, RECORD_NAME), record, mode=FILE_MODE)
+    finally:
+        os.chmod(target, DIR_MODE)
+
+
 def _ensure(source, root, name, target, check_mode, verify_checksums, disk_margin, workers, progress, free, result):
     record = load_record(target)
+    cleaned = clean_record(record)
+    redacted = cleaned is not record
+    if redacted:
+        # A record written with a URL's query string (a signature): rewritten without it.
+        if not check_mode:
+            _rewrite_record(target, cleaned)
+        record = cleaned
     identity = source.identity()
     same_source = record is not None and record.get("identity") == identity
     intact = intact_files(target, record, verify_checksums) if same_source else set()
@@ -1268,13 +1334,13 @@ def _ensure(source, root, name, target, check_mode, verify_checksums, disk_margi
     pinned = source.pinned_version()
     if local_ok and pinned is not None and record["version"] == pinned:
         # A full sha (or a url's sha256): trust the local record, ask nobody.
-        result["changed"] = update_manifest(root, name, record, check_mode)
+        result["changed"] = update_manifest(root, name, record, check_mode) or redacted
         return _unchanged(result, record, progress, "already present at %s (no network call)" % pinned[:12])
 
     plan = source.plan()
     result.update(version=plan.version, total_bytes=plan.total_bytes)
     if local_ok and record["version"] == plan.version:
-        result["changed"] = update_manifest(root, name, record, check_mode)
+        result["changed"] = update_manifest(root, name, record, check_mode) or redacted
         return _unchanged(result, record, progress, "already present at %s" % plan.version[:12])
 
     # Reuse files of the current copy whose content the new plan expects.
@@ -1373,7 +1439,7 @@ def _ensure(source, root, name, target, check_mode, verify_checksums, disk_margi
     elif source.kind == "s3":
         new_record.update(bucket=source.bucket, prefix=source.prefix)
     else:
-        new_record.update(url=source.url)
+        new_record.update(url=source.label)
     remove_tree(os.path.join(staging, PARTIAL_DIR))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(staging, STAGING_STATE))

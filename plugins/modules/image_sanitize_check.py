@@ -12,8 +12,18 @@ version_added: 0.1.0
 description:
   - Checks, read-only, that paths which must not reach an image are gone,
     that files which must be empty are empty, that enough space is free, and
-    scans the filesystem for secrets (Hugging Face tokens, AWS keys,
-    container registry auths).
+    scans the filesystem for secrets.
+  - The scan reads every regular file under O(scan_roots), of any size, as
+    a stream of overlapping blocks (a secret across two blocks is found),
+    Docker's and containerd's data directories included, since image layers
+    and container configurations can carry secrets. It looks for private
+    keys (PEM, OpenSSH, PGP, PuTTY), AWS access key ids and secret keys,
+    Hugging Face, GitHub (classic and fine-grained), NGC, OpenAI and Slack
+    tokens, Docker C(config.json) auths and, in files that hold credentials
+    by convention (C(.aws/credentials), C(.netrc), C(.env) files, shell
+    histories and the like), values named like a credential that look
+    random. O(literals) adds exact strings, such as a token the build was
+    given.
   - Fails when anything remains. A finding names the file, the kind of
     secret and its byte offset; the secret's value is never returned,
     logged or printed.
@@ -51,17 +61,59 @@ options:
     description: Path prefixes the scan never enters.
     type: list
     elements: path
-    default: [/proc, /sys, /dev, /run, /tmp, /var/tmp, /var/lib/docker, /var/lib/containerd]
-  patterns:
-    description: Kinds of secret to look for.
+    default: [/proc, /sys, /dev, /run, /tmp, /var/tmp]
+  scan_skip:
+    description:
+      - Globs of files the scan does not read, matched against the full
+        path (C(*) crosses C(/)), for example C(*.safetensors) where the
+        weights were verified against their source.
     type: list
     elements: str
-    choices: [huggingface_token, aws_access_key_id, aws_secret_access_key, registry_auth, private_key]
-    default: [huggingface_token, aws_access_key_id, aws_secret_access_key, registry_auth]
+    default: []
+  patterns:
+    description:
+      - Kinds of secret to look for. C(high_entropy_secret) is the check of
+        credential-named values in credential files.
+    type: list
+    elements: str
+    choices:
+      - aws_access_key_id
+      - aws_secret_access_key
+      - github_token
+      - high_entropy_secret
+      - huggingface_token
+      - ngc_api_key
+      - openai_api_key
+      - private_key
+      - registry_auth
+      - slack_token
+    default:
+      - aws_access_key_id
+      - aws_secret_access_key
+      - github_token
+      - huggingface_token
+      - ngc_api_key
+      - openai_api_key
+      - private_key
+      - registry_auth
+      - slack_token
+      - high_entropy_secret
+  literals:
+    description:
+      - Exact strings (at least 8 bytes each) to look for as well, such as
+        a token given to the build; a match is reported as kind
+        C(given_secret). Never logged.
+      - The file Ansible runs this module from (C(AnsiballZ_image_sanitize_check.py)
+        in the task's temporary directory, which holds the module's arguments,
+        these strings included, and which Ansible removes after the task) is
+        not read.
+    type: list
+    elements: str
+    default: []
   max_file_size:
-    description: Files larger than this many bytes (model weights, archives) are not scanned.
+    description: Files larger than this many bytes are not scanned; V(0) reads files of every size.
     type: int
-    default: 16777216
+    default: 0
   min_free:
     description: Minimum free bytes per path, for the filesystem that holds it.
     type: dict
@@ -79,6 +131,10 @@ attributes:
 notes:
   - Documentation examples such as AWS's C(AKIAIOSFODNN7EXAMPLE) are not
     reported.
+  - The rules are this collection's own, written after the published
+    formats of each token and in the spirit of gitleaks' rules (a keyword
+    must be present before an expression runs); the module needs only
+    Python's standard library on the machine.
 """
 
 EXAMPLES = r"""
@@ -115,7 +171,7 @@ secrets:
       description: The file.
       type: str
     kind:
-      description: The kind of secret, one of O(patterns).
+      description: The kind of secret, one of O(patterns), or C(given_secret) for one of O(literals).
       type: str
     offset:
       description: Byte offset of the first match.
@@ -136,9 +192,21 @@ problems:
   elements: str
 """
 
+import os  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.burst.golden_ami.plugins.module_utils import _sanitize  # noqa: E402
+
+
+def own_payload(module):
+    """Glob of the file Ansible runs this module from, which holds its arguments; None when pipelined.
+
+    Ansible writes it as ``AnsiballZ_<module>.py`` in the task's temporary directory, which it hands to the
+    module as ``_ansible_tmpdir`` (and removes when the task ends).
+    """
+    tmpdir = getattr(module, "_tmpdir", None)
+    return os.path.join(tmpdir, "AnsiballZ_*") if tmpdir else None
 
 
 def main():
@@ -149,13 +217,15 @@ def main():
             empty=dict(type="list", elements="path", default=[]),
             scan_roots=dict(type="list", elements="path", default=list(_sanitize.DEFAULT_SCAN_ROOTS)),
             scan_excludes=dict(type="list", elements="path", default=list(_sanitize.DEFAULT_SCAN_EXCLUDES)),
+            scan_skip=dict(type="list", elements="str", default=[]),
             patterns=dict(
                 type="list",
                 elements="str",
-                choices=sorted(_sanitize.SECRET_PATTERNS),
+                choices=sorted(_sanitize.DEFAULT_PATTERNS),
                 default=list(_sanitize.DEFAULT_PATTERNS),
             ),
-            max_file_size=dict(type="int", default=16 * 1024 * 1024),
+            literals=dict(type="list", elements="str", default=[], no_log=True),
+            max_file_size=dict(type="int", default=0),
             min_free=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
@@ -164,6 +234,11 @@ def main():
         min_free = {path: int(value) for path, value in module.params["min_free"].items()}
     except (TypeError, ValueError):
         module.fail_json(msg="min_free: every value must be a number of bytes")
+    if module.params["max_file_size"] < 0:
+        module.fail_json(msg="max_file_size must be 0 (no limit) or a number of bytes")
+    short = [i + 1 for i, literal in enumerate(module.params["literals"]) if len(literal.encode("utf-8")) < 8]
+    if short:
+        module.fail_json(msg="literals: item(s) %s shorter than 8 bytes" % ", ".join(map(str, short)))
     result = _sanitize.check(
         absent=module.params["absent"],
         empty=module.params["empty"],
@@ -173,6 +248,8 @@ def main():
         patterns=module.params["patterns"],
         max_size=module.params["max_file_size"],
         min_free=min_free,
+        literals=module.params["literals"],
+        skip=module.params["scan_skip"] + ([own_payload(module)] if own_payload(module) else []),
     )
     if result["problems"]:
         module.fail_json(

@@ -26,8 +26,13 @@ description:
   - A model already present with a matching record is not downloaded again and the module reports no
     change. When O(revision) is a full commit sha (or for a URL, whose sha256 is given), no network call is
     made at all.
-  - The Hub token and S3 credentials live only in the module's process. huggingface_hub runs with a
-    private, temporary C(HF_HOME) that is removed afterwards, so no token file or Hub/Xet cache is left.
+  - The Hub token and S3 credentials live only in the module's process. They are C(no_log) arguments,
+    which travel inside the module's payload (in Ansible's private temporary directory on the managed node,
+    removed when the task or the asynchronous job ends), never on a command line or in an environment.
+    huggingface_hub runs with a private, temporary C(HF_HOME) that is removed afterwards, so no token file or
+    Hub/Xet cache is left.
+  - A URL is recorded (C(.burst-model.json), the manifest, messages) without its user, password, query string
+    and fragment, where signed URLs keep their signature; those parts are also masked in the module's result.
   - Requires C(huggingface_hub) (Hub sources) or C(boto3) (S3 sources) on the managed node. The
     C(model_cache) role runs this module with the Python of a tools virtualenv that holds them.
 author:
@@ -57,9 +62,8 @@ options:
   hub_token:
     description:
       - Hub access token for private or gated repositories. Never logged nor written to disk.
-      - When unset, the token is taken from C(HF_TOKEN) in the module's environment. The C(model_cache)
-        role passes it that way, because an asynchronous task writes its module arguments to a file on
-        the managed node.
+      - When unset, the token is taken from C(HF_TOKEN) in the module's environment, if set there. The
+        C(model_cache) role passes it as this argument.
     type: str
   bucket:
     description: S3 bucket. Required when O(source=s3).
@@ -84,7 +88,9 @@ options:
     description: AWS session token.
     type: str
   url:
-    description: HTTP(S) URL of a single file. Required when O(source=url).
+    description:
+      - HTTP(S) URL of a single file. Required when O(source=url).
+      - A signed URL works; only its part before the C(?) is recorded or shown.
     type: str
   filename:
     description: Name of the downloaded file for O(source=url); defaults to the last component of O(url).
@@ -259,6 +265,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._model_cache impo
     S3Source,
     UrlSource,
     ensure_model,
+    url_secrets,
 )
 
 # Whatever the caller's environment says, the download process must not be
@@ -357,7 +364,7 @@ def run(params, check_mode):
         raise ModelCacheError("max_workers must be at least 1")
     params = dict(params)
     if params["source"] == "hub" and not params.get("hub_token"):
-        # The role hands the token over in this process's environment, not in the module's arguments.
+        # Without the argument, a token in this process's environment (set by whoever runs the module).
         params["hub_token"] = os.environ.get("HF_TOKEN") or None
     source = build_source(params)
     root = params["root"]
@@ -403,6 +410,8 @@ def main():
         ],
     )
     kind = module.params["source"]
+    # A signed URL's query string is a credential: masked wherever it would show in the result.
+    module.no_log_values.update(url_secrets(module.params.get("url")))
     try:
         result = run(module.params, module.check_mode)
     except ImportError:

@@ -1,10 +1,13 @@
 # Copyright: burst.golden_ami contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Wait for news of an asynchronous model download, then print it as one JSON line.
+"""Wait one progress interval of an asynchronous model download, then print its state as one JSON line.
 
-Used by the model_cache role between two polls: it returns as soon as the
-download's progress file changes or its async job finishes, or after
-``--wait`` seconds, and prints ``{"finished": bool, "line": str, ...}``.
+Used by the model_cache role between two polls: it returns once ``--wait``
+seconds (the role's ``model_cache_progress_interval``) have passed, or as
+soon as the async job finishes, and prints ``{"finished": bool, "line": str,
+"waited_s": float, ...}``. The download rewrites its progress file every second; the follower
+reports it once per interval, so that people reading the play get a line
+per interval, and a loop of N polls lasts at least N intervals.
 Standard library only; Python 3.9+.
 """
 
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -30,26 +32,25 @@ def job_finished(job):
     return isinstance(job, dict) and ("started" not in job or bool(job.get("finished")))
 
 
-def stamp(path):
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
-
-
-def follow(progress_path, job_path, wait, step=0.1, clock=time.monotonic, sleep=time.sleep):
-    """Return the report once something changed, the job finished, or ``wait`` seconds passed."""
-    deadline = clock() + wait
-    first = stamp(progress_path)
+def follow(progress_path, job_path, wait, step=0.25, clock=time.monotonic, sleep=time.sleep):
+    """Return the report once ``wait`` seconds passed, or at once when the job finished."""
+    started = clock()
+    deadline = started + wait
     while True:
         job = read_json(job_path)
         finished = job_finished(job)
-        if finished or stamp(progress_path) != first or clock() >= deadline:
+        now = clock()
+        if finished or now >= deadline:
             break
-        sleep(step)
+        sleep(min(step, deadline - now))
     progress = read_json(progress_path) or {}
     line = progress.get("line") or "waiting for the download to start"
-    report = {"finished": finished, "line": line, "state": progress.get("state", "starting")}
+    report = {
+        "finished": finished,
+        "line": line,
+        "state": progress.get("state", "starting"),
+        "waited_s": round(now - started, 3),
+    }
     for key in ("bytes_done", "bytes_total", "rate_bytes_per_s"):
         if key in progress:
             report[key] = progress[key]
@@ -64,6 +65,8 @@ def main(argv=None):
     parser.add_argument("--job", required=True, help="the async job's results file")
     parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait at most (default 5)")
     args = parser.parse_args(argv)
+    if not args.wait > 0:
+        parser.error("--wait must be a positive number of seconds, got %s" % args.wait)
     print(json.dumps(follow(args.progress, args.job, args.wait), sort_keys=True))
     return 0
 

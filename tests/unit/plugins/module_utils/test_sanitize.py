@@ -108,8 +108,8 @@ def test_free_space_below_minimum_is_a_problem(tmp_path):
 
 
 def test_unknown_pattern_is_named():
-    with pytest.raises(ValueError, match=r"unknown secret pattern.*slack_token"):
-        _sanitize.compile_patterns(["huggingface_token", "slack_token"])
+    with pytest.raises(ValueError, match=r"unknown secret pattern.*stripe_key"):
+        _sanitize.compile_patterns(["huggingface_token", "stripe_key"])
 
 
 def test_remove_matches_hidden_names_keeps_exceptions_and_dry_runs(tmp_path):

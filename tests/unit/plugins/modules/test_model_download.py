@@ -169,6 +169,7 @@ def test_follower_reports_a_finished_job_at_once(follower, tmp_path):
     start = time.monotonic()
     report = follower.follow(str(tmp_path / "progress"), str(tmp_path / "job"), wait=5)
     assert time.monotonic() - start < 1
+    assert report.pop("waited_s") < 1
     assert report == {
         "finished": True,
         "line": "m: downloaded 1.00 GiB",
@@ -178,22 +179,46 @@ def test_follower_reports_a_finished_job_at_once(follower, tmp_path):
     }
 
 
-def test_follower_returns_when_the_progress_file_changes(follower, tmp_path):
+def test_follower_waits_a_whole_interval_while_the_progress_file_changes(follower, tmp_path):
+    # The download rewrites its progress file every second; the follower reports once per interval.
     _write(tmp_path / "job", {"started": True, "finished": False})
     progress = tmp_path / "progress"
-    _write(progress, {"state": "downloading", "line": "m: 1 of 4"})
-    calls = []
+    now = [0.0]
+    lines = iter("m: %d of 40" % i for i in range(1, 1000))
 
     def sleep(seconds):
-        calls.append(seconds)
-        if len(calls) == 3:
-            _write(progress, {"state": "downloading", "line": "m: 2 of 4"})
-            os.utime(progress, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+        assert seconds > 0
+        now[0] += seconds
+        _write(progress, {"state": "downloading", "line": next(lines)})
 
-    report = follower.follow(str(progress), str(tmp_path / "job"), wait=60, sleep=sleep)
+    _write(progress, {"state": "downloading", "line": "m: 0 of 40"})
+    report = follower.follow(str(progress), str(tmp_path / "job"), wait=5, clock=lambda: now[0], sleep=sleep)
     assert report["finished"] is False
-    assert report["line"] == "m: 2 of 4"
-    assert len(calls) == 3
+    assert now[0] == pytest.approx(5)
+    assert report["waited_s"] == pytest.approx(5)
+    assert report["line"] == "m: 20 of 40"  # the latest state, after 20 rewrites at 0.25 s
+
+
+def test_follower_returns_early_only_when_the_job_finishes(follower, tmp_path):
+    job = tmp_path / "job"
+    _write(job, {"started": True, "finished": False})
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+        if now[0] >= 2:
+            _write(job, {"changed": True})
+
+    report = follower.follow(str(tmp_path / "progress"), str(job), wait=30, clock=lambda: now[0], sleep=sleep)
+    assert report["finished"] is True
+    assert 2 <= now[0] < 2.5
+
+
+def test_follower_refuses_a_wait_that_is_not_positive(follower, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        follower.main(["--progress", str(tmp_path / "p"), "--job", str(tmp_path / "j"), "--wait", "0"])
+    assert exit_info.value.code == 2
+    assert "--wait must be a positive number of seconds, got 0.0" in capsys.readouterr().err
 
 
 def test_follower_gives_up_waiting_after_the_wait(follower, tmp_path):
@@ -206,8 +231,13 @@ def test_follower_gives_up_waiting_after_the_wait(follower, tmp_path):
     report = follower.follow(
         str(tmp_path / "missing"), str(tmp_path / "job"), wait=2, clock=lambda: now[0], sleep=sleep
     )
-    assert report == {"finished": False, "line": "waiting for the download to start", "state": "starting"}
-    assert 2 <= now[0] < 2.2
+    assert report == {
+        "finished": False,
+        "line": "waiting for the download to start",
+        "state": "starting",
+        "waited_s": 2,
+    }
+    assert now[0] == 2
 
 
 def test_follower_names_a_failed_job(follower, tmp_path, capsys):
