@@ -146,25 +146,92 @@ class Engine:
             raise EngineError(message, status, permanent)
         return json.loads(body)["Descriptor"]
 
-    def pull(self, repository, digest, auth=None):
-        """Pull ``repository@digest``; errors reported inside the progress stream raise too."""
+    def pull(self, repository, digest, auth=None, on_event=None):
+        """Pull ``repository@digest``; errors reported inside the progress stream raise too.
+
+        The engine's progress events (one JSON object a line) are read as they come and each is given to
+        ``on_event`` when set.
+        """
         headers = {"X-Registry-Auth": auth} if auth else {}
-        status, body = self.request("POST", "/images/create", {"fromImage": repository, "tag": digest}, headers)
-        if status != 200:
-            message = self._message(body)
-            raise EngineError(message, status, status in (401, 403, 404) or bool(_PERMANENT.search(message)))
-        for line in body.decode(errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("error"):
-                raise EngineError(event["error"], status, bool(_PERMANENT.search(event["error"])))
+        url = f"/{API_VERSION}/images/create?" + urlencode({"fromImage": repository, "tag": digest})
+        connection = _UnixConnection(self.socket_path, self.timeout)
+        try:
+            connection.request("POST", url, headers=headers)
+            response = connection.getresponse()
+            if response.status != 200:
+                message = self._message(response.read())
+                raise EngineError(
+                    message, response.status, response.status in (401, 403, 404) or bool(_PERMANENT.search(message))
+                )
+            for raw in response:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                if event.get("error"):
+                    raise EngineError(event["error"], response.status, bool(_PERMANENT.search(event["error"])))
+                if on_event is not None:
+                    on_event(event)
+        except (OSError, http.client.HTTPException) as exc:
+            raise EngineError(
+                f"pulling {repository}@{digest} through the engine at {self.socket_path} failed: {exc}"
+            ) from exc
+        finally:
+            connection.close()
 
     def tag(self, image, repository, tag):
         status, body = self.request("POST", f"/images/{quote(image, safe='/:@')}/tag", {"repo": repository, "tag": tag})
         if status not in (200, 201):
             raise EngineError(f"tagging {image} as {repository}:{tag} failed: {self._message(body)}", status)
+
+
+class PullProgress:
+    """The state of one pull from the engine's progress events: layers, and bytes downloaded of the known total.
+
+    The engine reports, per layer id: ``Pulling fs layer``, ``Waiting``, ``Downloading`` (``progressDetail``
+    current and total), ``Verifying Checksum``, ``Download complete``, ``Extracting`` (current and total),
+    ``Pull complete``, or ``Already exists``.
+    """
+
+    DONE = ("Pull complete", "Already exists")
+
+    def __init__(self):
+        self.layers = {}  # id -> {"status", "downloaded", "size", "extracted"}
+
+    def event(self, event):
+        layer_id, status = event.get("id"), event.get("status", "")
+        if not layer_id or layer_id.startswith("sha256:") or status.startswith(("Pulling from", "Digest:", "Status:")):
+            return
+        layer = self.layers.setdefault(layer_id, {"status": "", "downloaded": 0, "size": 0, "extracted": 0})
+        layer["status"] = status
+        detail = event.get("progressDetail") or {}
+        if status == "Downloading":
+            layer["downloaded"] = int(detail.get("current") or 0)
+            layer["size"] = int(detail.get("total") or layer["size"])
+        elif status in ("Download complete", "Verifying Checksum"):
+            layer["downloaded"] = layer["size"]
+        elif status == "Extracting":
+            layer["downloaded"] = layer["size"] = max(layer["size"], int(detail.get("total") or 0))
+            layer["extracted"] = int(detail.get("current") or 0)
+        elif status in self.DONE:
+            layer["downloaded"] = layer["extracted"] = layer["size"]
+
+    @property
+    def downloaded(self):
+        return sum(layer["downloaded"] for layer in self.layers.values())
+
+    @property
+    def size(self):
+        """Bytes of the layers whose size the engine told so far (it tells each when its download starts)."""
+        return sum(layer["size"] for layer in self.layers.values())
+
+    def counts(self):
+        """(layers done, layers extracting, layers known)."""
+        done = sum(1 for layer in self.layers.values() if layer["status"] in self.DONE)
+        extracting = sum(1 for layer in self.layers.values() if layer["status"] == "Extracting")
+        return done, extracting, len(self.layers)
 
 
 def with_retries(call, retries, delay, sleep=time.sleep):

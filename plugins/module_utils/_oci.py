@@ -9,8 +9,9 @@ Private to this collection. ``model_layers`` turns a model directory and
 its record (written by model_cache) into deterministic, uncompressed tar
 layers: the same files give the same bytes and digests on every run and
 machine. ``Registry`` speaks the registry HTTP API v2 (Basic and Bearer
-authentication, blob HEAD, cross-repository mount, monolithic upload,
-manifests) with the standard library only.
+authentication, redirects, blob HEAD, cross-repository mount, monolithic
+upload, manifests) through Ansible's URL helpers, so proxies and private
+CAs work as in every other module.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ import re
 import ssl
 import tarfile
 import time
+import urllib.error
 from urllib.parse import urlencode, urljoin, urlsplit
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import Request, SSLValidationError
 
 from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import parse_reference, registry_host
 
@@ -45,6 +50,13 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MANIFEST_ACCEPT = ", ".join((OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST))
 RETRY_STATUS = (429, 500, 502, 503, 504)
+REDIRECT_STATUS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
+USER_AGENT = "burst.golden_ami-oci"
+# Registries whose API is served on another host than the one references name.
+API_ENDPOINTS = {"docker.io": "registry-1.docker.io"}
+# Token services on another host that a registry's credentials may go to (host names).
+TOKEN_HOSTS = {"registry-1.docker.io": "auth.docker.io"}
 
 
 class OciError(Exception):
@@ -64,11 +76,19 @@ class Layer:
         self.size = None
 
     @property
+    def content_bytes(self):
+        """Bytes of the files it holds (what reading it costs), known before it is read."""
+        return sum(size for _name, path, size, _sha in self.members if path is not None)
+
+    @property
     def files(self):
         return [name for name, path, _size, _sha in self.members if path is not None]
 
-    def chunks(self, verify=True):
-        """The tar stream; each file's sha256 is checked against the record while it is read."""
+    def chunks(self, verify=True, on_bytes=None):
+        """The tar stream; each file's sha256 is checked against the record while it is read.
+
+        ``on_bytes``, when given, is called with the size of each chunk of file content read.
+        """
         for name, path, size, expected in self.members:
             info = tarfile.TarInfo(name)
             info.uid = info.gid = 0
@@ -94,6 +114,8 @@ class Layer:
                         raise OciError(f"{path} grew past its recorded size of {size} bytes")
                     digest.update(chunk)
                     yield chunk
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
             if read != size:
                 raise OciError(f"{path} has {read} bytes, its record says {size}")
             if verify and digest.hexdigest() != expected:
@@ -105,11 +127,14 @@ class Layer:
                 yield b"\0" * (BLOCK - size % BLOCK)
         yield b"\0" * (2 * BLOCK)
 
-    def measure(self):
-        """Read the layer once: its digest and size (and every file checked against the record)."""
+    def measure(self, on_bytes=None):
+        """Read the layer once: its digest and size (and every file checked against the record).
+
+        ``on_bytes``, when given, is called with the size of each chunk of file content read.
+        """
         digest = hashlib.sha256()
         size = 0
-        for chunk in self.chunks():
+        for chunk in self.chunks(on_bytes=on_bytes):
             digest.update(chunk)
             size += len(chunk)
         self.digest, self.size = "sha256:" + digest.hexdigest(), size
@@ -180,14 +205,48 @@ def _loopback(host):
     return name in ("localhost", "[::1]") or name.startswith("127.")
 
 
-class Registry:
-    """A registry's HTTP API v2, with Basic or Bearer (token service) authentication."""
+def _origin(url):
+    """(scheme, host name, port) of ``url``: two URLs of one origin talk to the same server."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
 
-    def __init__(self, host, username=None, password=None, plain_http=None, timeout=120, retries=4):
+
+def _without(headers, *names):
+    drop = {name.lower() for name in names}
+    return {key: value for key, value in headers.items() if key.lower() not in drop}
+
+
+class Registry:
+    """A registry's HTTP API v2, with Basic or Bearer (token service) authentication.
+
+    Requests go through Ansible's URL helpers (``ansible.module_utils.urls.Request``): proxies from
+    ``https_proxy``/``http_proxy``/``no_proxy``, ``ca_path`` for a private CA, no ``.netrc``. The
+    credentials rules:
+
+    - Basic credentials go to the registry's own origin (scheme, host, port) only.
+    - A Bearer challenge's token service (``realm``) gets the credentials when it is on the registry's
+      host name (another port included, as Harbor, GHCR, Quay and GitLab answer), or for Docker Hub's
+      ``auth.docker.io``; a realm on any other host is asked anonymously (public pulls still work), and
+      a refusal says the credentials were withheld. A plain-HTTP realm is refused for an HTTPS registry.
+    - Redirects (blob GETs answered with a 307 to storage, as ECR, Docker Hub and GHCR do) are
+      followed; the Authorization header is dropped as soon as a redirect leaves the origin of the
+      request, and never sent again along that chain.
+    - A Bearer token refused with a 401 (it expired during a long push) is fetched again once per
+      request; a second refusal fails, naming the registry.
+    """
+
+    def __init__(
+        self, host, username=None, password=None, plain_http=None, timeout=120, retries=4, ca_path=None,
+        validate_certs=True,
+    ):  # fmt: skip
         self.host = host
         self.username = username
         self.password = password
         self.scheme = "http" if (_loopback(host) if plain_http is None else plain_http) else "https"
+        # Docker Hub's API is not served on docker.io itself.
+        self.endpoint = API_ENDPOINTS.get(host, host)
+        self.base_url = f"{self.scheme}://{self.endpoint}"
         self.timeout = timeout
         self.retries = retries
         self.uploaded_bytes = 0
@@ -195,59 +254,131 @@ class Registry:
         self._basic = None
         if username is not None:
             self._basic = "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+        self._withheld = None  # the foreign token service the credentials were not sent to
+        self._http = Request(
+            use_proxy=True, timeout=timeout, validate_certs=validate_certs, ca_path=ca_path,
+            follow_redirects="none", use_netrc=False, http_agent=USER_AGENT,
+        )  # fmt: skip
 
-    def _connection(self, netloc, scheme):
-        if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=ssl.create_default_context())
-        return http.client.HTTPConnection(netloc, timeout=self.timeout)
-
-    def _send(self, method, url, headers, body):
-        parts = urlsplit(url)
-        connection = self._connection(parts.netloc, parts.scheme)
+    def _open(self, method, url, headers, body):
+        """One HTTP exchange, redirects not followed: (status, headers, body bytes)."""
         try:
-            connection.request(
-                method, parts.path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers
-            )
-            response = connection.getresponse()
+            response = self._http.open(method, url, data=body, headers=headers)
+        except urllib.error.HTTPError as exc:
+            data = b"" if method == "HEAD" or exc.fp is None else exc.read()
+            return exc.code, exc.headers, data
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ssl.SSLError):
+                detail = f"TLS with {urlsplit(url).netloc} failed: {exc.reason} (give ca_path for a private CA)"
+                raise OciError(detail) from exc
+            raise
+        except SSLValidationError as exc:
+            raise OciError(f"TLS with {urlsplit(url).netloc} failed: {exc} (give ca_path for a private CA)") from exc
+        with response:
             data = b"" if method == "HEAD" else response.read()
             return response.status, response.headers, data
-        finally:
-            connection.close()
+
+    def _exchange(self, method, url, headers, body):
+        """One request, following redirects; the Authorization header never leaves the origin it was sent to."""
+        origin = _origin(url)
+        for _hop in range(MAX_REDIRECTS + 1):
+            payload = body() if callable(body) else body
+            status, answer, data = self._open(method, url, headers, payload)
+            location = answer.get("Location") if status in REDIRECT_STATUS else None
+            if not location:
+                return status, answer, data
+            target = urljoin(url, location)
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise OciError(f"{method} {url} redirected to {target}, which is not HTTP(S)")
+            if _origin(target) != origin:
+                headers = _without(headers, "Authorization")
+            if status == 303 or (status in (301, 302) and method not in ("GET", "HEAD")):
+                method, body = "GET", None
+                headers = _without(headers, "Content-Length", "Content-Type")
+            url = target
+        raise OciError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
+
+    def _credentials_for(self, realm):
+        """Whether the Basic credentials may go to the token service at ``realm``."""
+        realm_host = (urlsplit(realm).hostname or "").lower()
+        registry_host = (urlsplit(self.base_url).hostname or "").lower()
+        return realm_host == registry_host or TOKEN_HOSTS.get(registry_host) == realm_host
 
     def _token(self, challenge, scope):
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        if "realm" not in params:
-            raise OciError(f"{self.host}: a Bearer challenge without a realm: {challenge}")
+        realm = params.get("realm", "")
+        scheme = urlsplit(realm).scheme
+        if scheme not in ("http", "https"):
+            raise OciError(f"{self.host}: a Bearer challenge without a usable realm: {challenge}")
+        if scheme == "http" and self.scheme == "https":
+            raise OciError(f"{self.host}: refusing the plain-HTTP token service {realm} of an HTTPS registry")
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
-        headers = {"Authorization": self._basic} if self._basic else {}
-        status, _headers, body = self._send("GET", params["realm"] + "?" + urlencode(query), headers, None)
+        headers = {}
+        if self._basic and self._credentials_for(realm):
+            headers["Authorization"] = self._basic
+        elif self._basic:
+            self._withheld = urlsplit(realm).netloc
+        separator = "&" if "?" in realm else "?"
+        status, _headers, body = self._exchange("GET", realm + separator + urlencode(query), headers, None)
         if status != 200:
-            raise OciError(f"{self.host}: the token service refused the credentials (HTTP {status})")
-        document = json.loads(body)
-        return "Bearer " + (document.get("token") or document.get("access_token") or "")
+            withheld = " (the credentials were withheld: it is not the registry's host)" if self._withheld else ""
+            raise OciError(f"{self.host}: the token service refused the credentials (HTTP {status}){withheld}")
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise OciError(f"{self.host}: the token service at {urlsplit(realm).netloc} answered no JSON") from exc
+        token = document.get("token") or document.get("access_token")
+        if not token:
+            raise OciError(f"{self.host}: the token service at {urlsplit(realm).netloc} gave no token")
+        return "Bearer " + token
+
+    def _authorize(self, scope, challenge, method, path):
+        if challenge.lower().startswith("bearer"):
+            self._authorization[scope] = self._token(challenge, scope)
+        elif self._basic:
+            self._authorization[scope] = self._basic
+        else:
+            raise OciError(f"{self.host} asks for credentials for {method} {path}: give registry_auth")
+
+    def _refused(self, method, path, status):
+        message = f"{self.host} refused {method} {path} (HTTP {status}): check registry_auth"
+        if self._withheld:
+            message += (
+                f"; the credentials were not sent to the token service at {self._withheld}, "
+                "which is not the registry's host"
+            )
+        return OciError(message)
 
     def request(self, method, path, scope, headers=None, body=None, ok=(200,), url=None):
-        """One request, authenticated on demand and retried on 429/5xx and connection errors."""
-        url = url or f"{self.scheme}://{self.host}{path}"
+        """One request, authenticated on demand and retried on 429/5xx and connection errors.
+
+        ``url`` (an upload location) defaults to the registry's ``path``; the Authorization header goes
+        with it only when it is on the registry's origin.
+        """
+        url = url or f"{self.base_url}{path}"
+        own = _origin(url) == _origin(self.base_url)
         attempt = 0
+        refreshed = False
         while True:
             sent = dict(headers or {})
-            if scope in self._authorization:
-                sent["Authorization"] = self._authorization[scope]
+            authorization = self._authorization.get(scope) if own else None
+            if authorization:
+                sent["Authorization"] = authorization
             try:
-                payload = body() if callable(body) else body
-                status, answer_headers, data = self._send(method, url, sent, payload)
-            except (OSError, http.client.HTTPException) as exc:
+                status, answer_headers, data = self._exchange(method, url, sent, body)
+            except (OSError, http.client.HTTPException, UrlConnectionError) as exc:
                 status, answer_headers, data = None, {}, str(exc).encode()
-            if status == 401 and "Authorization" not in sent:
+            if status == 401 and own:
                 challenge = answer_headers.get("WWW-Authenticate", "")
-                if challenge.lower().startswith("bearer"):
-                    self._authorization[scope] = self._token(challenge, scope)
-                elif self._basic:
-                    self._authorization[scope] = self._basic
-                else:
-                    raise OciError(f"{self.host} asks for credentials for {method} {path}: give registry_auth")
-                continue
+                if authorization is None:
+                    self._authorize(scope, challenge, method, path or url)
+                    continue
+                if authorization.startswith("Bearer ") and not refreshed:
+                    # The token expired (a long push outlives it): fetch another one, once.
+                    refreshed = True
+                    self._authorization.pop(scope, None)
+                    self._authorize(scope, challenge, method, path or url)
+                    continue
             if status in ok:
                 return status, answer_headers, data
             if (status is None or status in RETRY_STATUS) and attempt < self.retries:
@@ -255,7 +386,7 @@ class Registry:
                 time.sleep(min(2**attempt * 0.25, 10))
                 continue
             if status in (401, 403):
-                raise OciError(f"{self.host} refused {method} {path} (HTTP {status}): check registry_auth")
+                raise self._refused(method, path or url, status)
             detail = data[:300].decode(errors="replace")
             raise OciError(f"{method} {self.host}{path} failed: {status or 'no answer'} {detail}")
 
@@ -293,7 +424,7 @@ class Registry:
         )
         if status == 202 and headers.get("Location"):
             # Not mounted: an upload session was opened instead; close it.
-            location = urljoin(f"{self.scheme}://{self.host}/", headers["Location"])
+            location = urljoin(self.base_url + "/", headers["Location"])
             self.request("DELETE", "", scope, url=location, ok=(204, 404, 405))
         return status == 201
 
@@ -303,7 +434,7 @@ class Registry:
         _status, headers, _data = self.request(
             "POST", f"/v2/{repository}/blobs/uploads/", scope, headers={"Content-Length": "0"}, ok=(202,)
         )
-        location = urljoin(f"{self.scheme}://{self.host}/", headers["Location"])
+        location = urljoin(self.base_url + "/", headers["Location"])
         separator = "&" if "?" in location else "?"
         self.request(
             "PUT", "", scope, url=f"{location}{separator}{urlencode({'digest': digest})}",

@@ -20,6 +20,8 @@ description:
     are sent in the request header only; nothing is written to disk.
   - Registry errors are retried with exponential backoff; an unknown image,
     a refused login or a digest mismatch fails at once, naming the image.
+  - With O(progress_file), reports its progress in that file while it pulls, as C(docker pull) prints it
+    (not in check mode, which writes nothing).
   - Before any pull, a disk preflight checks that the images still to pull
     fit on the engine's data root (C(DockerRootDir)), their O(images[].size_mb)
     plus O(min_free_mb) must be free there. When it fails, nothing is pulled
@@ -75,6 +77,14 @@ options:
     description: Seconds before the first retry; doubled for each next one.
     type: float
     default: 2.0
+  progress_file:
+    description:
+      - A JSON file rewritten about once a second while the module runs (C(state), C(line), C(bytes_done) of
+        C(bytes_total), C(rate_bytes_per_s)), from the engine's progress events, for a role that runs the module
+        with C(async) and follows it with M(burst.golden_ami.job_progress).
+      - The line names the image, its place in the list, the layers pulled and the bytes downloaded of the layers
+        the engine has sized so far.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -183,11 +193,13 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import (  # noqa: E402
     Engine,
     EngineError,
+    PullProgress,
     encode_auth,
     parse_reference,
     registry_host,
     with_retries,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._progress import ProgressFile, human  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._registry_auth import (  # noqa: E402
     REGISTRY_AUTH_SPEC,
     credentials,
@@ -224,8 +236,9 @@ def disk_preflight(pending, min_free_mb, path, statvfs=os.statvfs):
 class ImageCache:
     """Resolve and pull images; one instance per module run."""
 
-    def __init__(self, engine, auths, check_mode=False, tag=True, retries=4, retry_delay=2.0):
+    def __init__(self, engine, auths, check_mode=False, tag=True, retries=4, retry_delay=2.0, progress=None):
         self.engine = engine
+        self.progress = progress or ProgressFile(None, "image_pull")
         self.auths = auths  # registry host -> X-Registry-Auth value
         self.check_mode = check_mode
         self.tag = tag
@@ -273,14 +286,42 @@ class ImageCache:
             "local": local,
         }
 
+    def _pull(self, plan):
+        """One pull attempt, its progress in the progress file."""
+        state = PullProgress()
+        place = f" ({plan['position']})" if plan.get("position") else ""
+        self.progress.name = plan["name"]
+        self.progress.phase("pulling", line=f"{plan['name']}{place}: pulling {plan['repository']}@{plan['digest']}")
+
+        def line():
+            done, extracting, known = state.counts()
+            if not known:
+                return f"{plan['name']}{place}: pulling"
+            text = f"{plan['name']}{place}: {done} of {known} layers pulled"
+            if extracting:
+                text += f", {extracting} extracting"
+            if state.size:
+                text += (
+                    f", {human(state.downloaded)} of {human(state.size)} downloaded, {human(self.progress.rate())}/s"
+                )
+            return text
+
+        def on_event(event):
+            state.event(event)
+            self.progress.set(state.downloaded, state.size)
+            self.progress.update(line=line())
+
+        self.engine.pull(plan["repository"], plan["digest"], plan["auth"], on_event=on_event)
+        self.progress.update(line=line(), force=True)
+
     def apply(self, plan):
         """Pull (unless in check mode) and tag one planned image; return (manifest entry, changed)."""
         name, reference, label = plan["name"], plan["reference"], plan["label"]
-        repository, tag, digest, auth, local = (plan[k] for k in ("repository", "tag", "digest", "auth", "local"))
+        repository, tag, digest, local = (plan[k] for k in ("repository", "tag", "digest", "local"))
         pulled = local is None
         if pulled and not self.check_mode:
             try:
-                self._retry(lambda: self.engine.pull(repository, digest, auth))
+                self._retry(lambda: self._pull(plan))
             except EngineError as exc:
                 raise ValueError(f"{label}: pull failed: {exc}") from exc
             local = self.engine.inspect_image(f"{repository}@{digest}")
@@ -334,6 +375,7 @@ def run_module():
             "tag": {"type": "bool", "default": True},
             "retries": {"type": "int", "default": 4},
             "retry_delay": {"type": "float", "default": 2.0},
+            "progress_file": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -349,6 +391,8 @@ def run_module():
         tag=module.params["tag"],
         retries=module.params["retries"],
         retry_delay=module.params["retry_delay"],
+        # Check mode writes nothing, a progress file included.
+        progress=ProgressFile(None if module.check_mode else module.params["progress_file"], "image_pull"),
     )
     bad_sizes = [image["name"] for image in module.params["images"] if image["size_mb"] < 0]
     if bad_sizes or module.params["min_free_mb"] < 0:
@@ -370,6 +414,10 @@ def run_module():
         module.fail_json(msg=str(exc), images=[], pulled=0)
 
     entries, changed = [], False
+    to_pull = [plan for plan in plans if plan["local"] is None]
+    for index, plan in enumerate(to_pull, 1):
+        plan["position"] = f"image {index} of {len(to_pull)}"
+    cache.progress.phase("pulling", line=f"image_pull: {len(to_pull)} of {len(plans)} images to pull")
     for plan in plans:
         try:
             entry, image_changed = cache.apply(plan)
@@ -377,6 +425,8 @@ def run_module():
             module.fail_json(msg=str(exc), images=entries, disk=disk)
         entries.append(entry)
         changed = changed or image_changed
+    cache.progress.name = "image_pull"
+    cache.progress.phase("done", line=f"image_pull: {sum(1 for e in entries if e['pulled'])} images pulled")
     module.exit_json(
         changed=changed,
         images=entries,

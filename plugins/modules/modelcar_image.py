@@ -23,6 +23,11 @@ description:
     task unless O(force=true).
   - Speaks the registry HTTP API v2 with the Python standard library; no container engine is needed.
     Credentials (or an ECR token from boto3) are sent in request headers only, never written to disk.
+  - Requests go through Ansible's URL helpers, so C(https_proxy), C(http_proxy) and C(no_proxy) apply, and
+    O(ca_path) names a private CA. Redirects (blob downloads sent to storage, as ECR, Docker Hub and GHCR do)
+    are followed without the credentials. Basic credentials go to the registry's own host only, and to a token
+    service only on the registry's host name (or Docker Hub's C(auth.docker.io)); a token service on another
+    host is asked anonymously. A token that expires during a long push is fetched again once.
   - Every file is read to compute the layer digests (also in check mode, and when nothing is to be pushed), and
     read a second time to upload a layer the registry lacks.
 author:
@@ -73,6 +78,17 @@ options:
   plain_http:
     description: Talk HTTP instead of HTTPS to the registries. Default, HTTP for loopback registries only.
     type: bool
+  ca_path:
+    description:
+      - PEM file of the certificate authorities to trust for HTTPS registries (a registry behind a private CA).
+        Default, the system's trust store.
+    type: path
+  progress_file:
+    description:
+      - A JSON file rewritten about once a second while the module runs (C(state) C(hashing) then C(uploading),
+        C(line), C(bytes_done) of C(bytes_total), C(rate_bytes_per_s)), for a role that runs the module with
+        C(async) and follows it with M(burst.golden_ami.job_progress). Not written in check mode.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -156,6 +172,7 @@ import re  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import TAG_PATTERN  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._model_cache import redact_url  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._oci import (  # noqa: E402
     OciError,
     Registry,
@@ -164,6 +181,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._oci import (  # 
     model_layers,
     split_reference,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._progress import ProgressFile  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._registry_auth import (  # noqa: E402
     REGISTRY_AUTH_SPEC,
     credentials,
@@ -180,7 +198,9 @@ def registries(module):
     def client(host):
         if host not in clients:
             username, password = found.get(host, (None, None))
-            clients[host] = Registry(host, username, password, plain_http=module.params["plain_http"])
+            clients[host] = Registry(
+                host, username, password, plain_http=module.params["plain_http"], ca_path=module.params["ca_path"]
+            )
         return clients[host]
 
     return client
@@ -200,7 +220,24 @@ def load_record(model_dir):
     return record
 
 
-def build_and_push(params, client, check_mode=False):
+def _counted(chunks, progress):
+    """A body for Registry.upload that counts what it sends; a retried upload counts again from where it began."""
+    start = progress.bytes_done
+
+    def body():
+        progress.set(start)
+        sent = 0
+        for chunk in chunks():
+            yield chunk
+            sent += len(chunk)
+            progress.set(start + sent)
+
+    return body
+
+
+def build_and_push(params, client, check_mode=False, progress=None):
+    """Build the image and push it (unless in check mode); ``progress`` (a ProgressFile) follows reads and uploads."""
+    progress = progress or ProgressFile(None, "modelcar_image")
     record = load_record(params["model_dir"])
     revision = record.get("commit_sha") or record["version"]
     tag = params["tag"] or revision[:12]
@@ -215,14 +252,19 @@ def build_and_push(params, client, check_mode=False):
     target, base_registry = client(host), client(base_host)
 
     split = params["split_mb"] * 1024 * 1024
-    layers = [layer.measure() for layer in model_layers(params["model_dir"], record, params["model_path"], split)]
+    layers = model_layers(params["model_dir"], record, params["model_path"], split)
+    progress.name = f"{params['repository']}:{tag}"
+    progress.phase("hashing", sum(layer.content_bytes for layer in layers))
+    for layer in layers:
+        layer.measure(on_bytes=progress.add)
     base_manifest, base_type, base_config = base_image(base_registry, base_repository, base_digest, params["platform"])
     if record.get("repo_id"):
         source = record["repo_id"]
     elif record.get("bucket"):
         source = f"s3://{record['bucket']}/{record.get('prefix', '')}"
     else:
-        source = record.get("url", "")
+        # A signed URL's query string is a credential: the label keeps the URL without it.
+        source = redact_url(record.get("url", ""))
     labels = {
         "org.opencontainers.image.title": record.get("repo_id") or record.get("name", ""),
         "org.opencontainers.image.revision": revision,
@@ -252,12 +294,14 @@ def build_and_push(params, client, check_mode=False):
                 continue
             data = base_registry.blob(base_repository, blob["digest"])
             target.upload(repository, blob["digest"], len(data), data)
-        for layer in layers:
-            if not target.has_blob(repository, layer.digest):
-                target.upload(repository, layer.digest, layer.size, layer.chunks)
+        missing = [layer for layer in layers if not target.has_blob(repository, layer.digest)]
+        progress.phase("uploading", sum(layer.size for layer in missing))
+        for layer in missing:
+            target.upload(repository, layer.digest, layer.size, _counted(layer.chunks, progress))
         if not target.has_blob(repository, config_digest):
             target.upload(repository, config_digest, len(config_bytes), config_bytes)
         target.put_manifest(repository, tag, media_type, manifest_bytes)
+    progress.phase("done", line=f"{progress.name}: {'pushed' if pushed and not check_mode else 'nothing to push'}")
     return {
         "changed": pushed,
         "pushed": pushed,
@@ -285,13 +329,17 @@ def main():
             "force": {"type": "bool", "default": False},
             "registry_auth": REGISTRY_AUTH_SPEC,
             "plain_http": {"type": "bool"},
+            "ca_path": {"type": "path"},
+            "progress_file": {"type": "path"},
         },
         supports_check_mode=True,
     )
     if module.params["split_mb"] < 1:
         module.fail_json(msg="split_mb must be 1 or more")
     try:
-        result = build_and_push(module.params, registries(module), module.check_mode)
+        # Check mode writes nothing, a progress file included.
+        progress = ProgressFile(None if module.check_mode else module.params["progress_file"], "modelcar_image")
+        result = build_and_push(module.params, registries(module), module.check_mode, progress)
     except (OciError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)

@@ -15,6 +15,13 @@ the ``org.opencontainers.image.description`` label starts with
 - ``standin/buildkit``: moby/buildkit's buildkitd (checks its config, builds nothing).
 - ``standin/busybox``: a minimal base (the host's static busybox as ``/bin/sh``).
 
+``RegistryFront`` stands in front of a ``Registry`` on its own loopback port
+and plays the parts of hosted registries the plain docker-registry does not:
+blob GETs answered with a 307 to a second loopback server, ``storage``, as
+ECR (to S3), Docker Hub and GHCR do, and Bearer authentication with a token
+service whose tokens expire after a few requests (a token that runs out in
+the middle of a push). Both servers record the headers they receive.
+
 ``python -m localworld.registry [--auth USER[:PASSWORD]] [--no-standins]``
 serves until SIGTERM or SIGINT and prints one JSON line with the host and
 the stand-ins' references and digests. With ``--auth USER`` alone the
@@ -29,6 +36,8 @@ import contextlib
 import ctypes
 import ctypes.util
 import hashlib
+import http.client
+import http.server
 import json
 import os
 import secrets
@@ -37,8 +46,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -53,6 +64,7 @@ __all__ = [
     "STANDIN_VARIANT_TAG",
     "Registry",
     "RegistryError",
+    "RegistryFront",
     "bcrypt_hash",
     "build_and_push_standins",
 ]
@@ -326,6 +338,202 @@ class Registry:
         if served != digest:
             raise RegistryError(f"{repository}:{reference}: Docker-Content-Digest {served} differs from {digest}")
         return digest, json.loads(body), len(body)
+
+
+class _RecordingServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1; ``handle(method, path, headers, body)`` answers each request.
+
+    Every request is recorded in ``log`` as {method, path, headers}; bodies are read in full before the answer,
+    so a client gets the answer (a 401 too) whatever it was sending.
+    """
+
+    def __init__(self, handle):
+        self.log: list[dict] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                # Repeated headers (skopeo sends one Accept per media type) become one, comma-separated.
+                # Names in their canonical case (Authorization, Content-Length), whatever the client sent.
+                headers = {}
+                for key in dict.fromkeys(name.lower() for name in self.headers.keys()):
+                    canonical = "-".join(part.capitalize() for part in key.split("-"))
+                    headers[canonical] = ", ".join(self.headers.get_all(key))
+                outer.log.append({"method": self.command, "path": self.path, "headers": headers})
+                status, headers, data = handle(self.command, self.path, headers, body)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_port
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RegistryFront:
+    """A hosted registry's behaviour in front of ``backend`` (a started ``Registry``), on its own port.
+
+    - ``redirect_blobs``: a blob GET is answered with a 307 to ``storage`` (another loopback port, so another
+      origin), with a signed-looking query as S3 presigned URLs have; ``storage.log`` holds the headers it got.
+    - ``token_auth=(user, password)``: Bearer authentication. The token service (``/token`` on this port,
+      named in the challenge as ``http://{realm_host}:{port}/token``; ``realm_host="localhost"`` makes it
+      another host than the registry's ``127.0.0.1``) gives a pull and push token for those credentials, a
+      pull-only token anonymously, and refuses anything else. Each token is good for ``token_uses``
+      requests (None: no limit), a deterministic stand-in for a short lifetime; an expired token gets a 401
+      with a new challenge, as distribution answers.
+    - Without ``token_auth`` the backend's own authentication (if any) applies: requests pass through.
+
+    ``host`` is ``127.0.0.1:PORT``; ``token_requests`` lists the Authorization header of each token request
+    (None when anonymous); ``expired`` counts the requests refused for an expired token.
+    """
+
+    def __init__(
+        self,
+        backend: Registry,
+        *,
+        redirect_blobs: bool = True,
+        token_auth: tuple[str, str] | None = None,
+        realm_host: str = HOST,
+        token_uses: int | None = None,
+    ):
+        self.backend = backend
+        self.redirect_blobs = redirect_blobs
+        self.token_auth = _check_credentials(token_auth)
+        self.realm_host = realm_host
+        self.token_uses = token_uses
+        self.token_requests: list[str | None] = []
+        self.expired = 0
+        self._tokens: dict[str, list] = {}  # token -> [actions, uses left]
+        self._lock = threading.Lock()
+        self._signing = secrets.token_hex(8)
+        self.storage = _RecordingServer(self._storage)
+        self.front = _RecordingServer(self._handle)
+        self.host = f"{HOST}:{self.front.port}"
+
+    def close(self) -> None:
+        self.front.close()
+        self.storage.close()
+
+    def __enter__(self) -> RegistryFront:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _backend(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+        sent = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "connection", "host")}
+        sent["Host"] = self.host  # the backend builds upload locations from it
+        if self.backend.auth:
+            token = base64.b64encode(f"{self.backend.auth[0]}:{self.backend.auth[1]}".encode()).decode()
+            sent["Authorization"] = f"Basic {token}"
+        connection = http.client.HTTPConnection(HOST, self.backend.port, timeout=60)
+        try:
+            connection.request(method, path, body=body if body or method in ("PUT", "POST", "PATCH") else None,
+                               headers=sent)  # fmt: skip
+            answer = connection.getresponse()
+            data = answer.read()
+        finally:
+            connection.close()
+        kept = {}
+        for key, value in answer.getheaders():
+            if key.lower() in ("content-length", "connection", "transfer-encoding", "www-authenticate"):
+                continue
+            kept[key] = value.replace(self.backend.url, f"http://{self.host}")
+        return answer.status, kept, data
+
+    def _storage(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        repository, digest = query.get("repository", [""])[0], query.get("digest", [""])[0]
+        if query.get("signature", [""])[0] != self._sign(repository, digest) or method not in ("GET", "HEAD"):
+            return 403, {"Content-Type": "application/xml"}, b"<Error><Code>SignatureDoesNotMatch</Code></Error>"
+        if headers.get("Authorization"):
+            # S3 refuses a presigned URL that also carries an Authorization header.
+            return 400, {"Content-Type": "application/xml"}, b"<Error><Code>InvalidArgument</Code></Error>"
+        status, kept, data = self._backend(method, f"/v2/{repository}/blobs/{digest}", {}, b"")
+        return status, {"Content-Type": kept.get("Content-Type", "application/octet-stream")}, data
+
+    def _sign(self, repository: str, digest: str) -> str:
+        return hashlib.sha256(f"{self._signing}:{repository}:{digest}".encode()).hexdigest()
+
+    def _token(self, headers: dict, path: str) -> tuple[int, dict, bytes]:
+        given = headers.get("Authorization")
+        expected = "Basic " + base64.b64encode(":".join(self.token_auth).encode()).decode()
+        with self._lock:
+            self.token_requests.append(given)
+            if given is not None and given != expected:
+                return 401, {"Content-Type": "application/json"}, b'{"details":"incorrect username or password"}'
+            token = secrets.token_urlsafe(16)
+            actions = {"pull", "push"} if given == expected else {"pull"}
+            self._tokens[token] = [actions, self.token_uses]
+        body = {"token": token, "access_token": token, "expires_in": 60}
+        return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+    def _allowed(self, headers: dict, actions: set[str]) -> str | None:
+        """None when the request may go on, else the error code to answer with."""
+        given = headers.get("Authorization") or ""
+        if not given.startswith("Bearer "):
+            return "UNAUTHORIZED"
+        with self._lock:
+            entry = self._tokens.get(given[len("Bearer ") :])
+            if entry is None:
+                return "UNAUTHORIZED"
+            if entry[1] is not None and entry[1] <= 0:
+                self.expired += 1
+                return "UNAUTHORIZED"
+            if not actions <= entry[0]:
+                return "DENIED"
+            if entry[1] is not None:
+                entry[1] -= 1
+        return None
+
+    def _handle(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+        split = urllib.parse.urlsplit(path)
+        if self.token_auth and split.path == "/token":
+            return self._token(headers, path)
+        parts = split.path.split("/")
+        repository = "/".join(parts[2:-2]) if len(parts) > 4 else ""
+        if self.token_auth:
+            base = split.path.rstrip("/") == "/v2"  # the version check: any token will do
+            actions = set() if base else {"pull"} if method in ("GET", "HEAD") else {"pull", "push"}
+            error = self._allowed(headers, actions)
+            if error:
+                realm = f"http://{self.realm_host}:{self.front.port}/token"
+                challenge = f'Bearer realm="{realm}",service="localworld"'
+                if not base:
+                    challenge += f',scope="repository:{repository}:{",".join(sorted(actions, reverse=True))}"'
+                status = 401 if error == "UNAUTHORIZED" else 403
+                document = {"errors": [{"code": error, "message": "authentication required"}]}
+                return (
+                    status,
+                    {"WWW-Authenticate": challenge, "Content-Type": "application/json"},
+                    json.dumps(document).encode(),
+                )
+        if self.redirect_blobs and method == "GET" and len(parts) > 4 and parts[-2] == "blobs":
+            digest = parts[-1]
+            query = urllib.parse.urlencode(
+                {"repository": repository, "digest": digest, "signature": self._sign(repository, digest)}
+            )
+            return 307, {"Location": f"http://{HOST}:{self.storage.port}/blobs?{query}"}, b""
+        return self._backend(method, path, dict(headers), body)
 
 
 def _docker_client():

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -176,3 +179,135 @@ def test_push_holds_exactly_the_verified_files_then_changes_nothing(auth_registr
         assert ".cache" not in listed.stdout
     finally:
         subprocess.run(["docker", "rmi", "-f", pulled], env=env, capture_output=True, check=False, timeout=60)
+
+
+def _front_client(user, password):
+    def client(host):
+        return Registry(host, user, password)
+
+    return client
+
+
+def test_push_through_redirects_and_tokens_that_expire_mid_push(registry, tmp_path):
+    """As to ECR or GHCR: blobs come from another host, and the token runs out several times during the push."""
+    from localworld.registry import RegistryFront
+
+    user, password = "modelcar", secrets.token_urlsafe(12)
+    model_dir, record = _model(tmp_path, "hf_" + secrets.token_hex(8))
+    with RegistryFront(registry, token_auth=(user, password), token_uses=3) as front:
+        base = f"{front.host}/standin/busybox@{registry.standins['busybox:v0.1']['digest']}"
+        params = _params(model_dir, front, base, repository=f"{front.host}/kserve-models/modelcar-front")
+        result = build_and_push(params, _front_client(user, password))
+        assert result["pushed"] and result["uploaded_bytes"] > 5 * 1024 * 1024
+        assert front.expired >= 2, "tokens ran out during the push"
+        assert set(front.token_requests) == {"Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+        # The base image's config was read through the redirect; storage never saw credentials.
+        assert front.storage.log and all("Authorization" not in entry["headers"] for entry in front.storage.log)
+        again = build_and_push(params, _front_client(user, password))
+        assert not again["changed"] and again["digest"] == result["digest"]
+    status, _headers, body = registry.request(
+        "GET", f"/v2/kserve-models/modelcar-front/manifests/{result['tag']}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )  # fmt: skip
+    assert status == 200 and "sha256:" + hashlib.sha256(body).hexdigest() == result["digest"]
+    assert record["commit_sha"].startswith(result["tag"])
+
+
+def test_credentials_are_withheld_from_a_token_service_on_another_host(registry, tmp_path):
+    from localworld.registry import RegistryFront
+
+    user, password = "modelcar", secrets.token_urlsafe(12)
+    model_dir, _record = _model(tmp_path, "hf_" + secrets.token_hex(8))
+    with RegistryFront(registry, token_auth=(user, password), realm_host="localhost") as front:
+        base = f"{front.host}/standin/busybox@{registry.standins['busybox:v0.1']['digest']}"
+        params = _params(model_dir, front, base)
+        with pytest.raises(OciError, match=r"not sent to the token service at localhost:\d+"):
+            build_and_push(params, _front_client(user, password))
+        assert front.token_requests and set(front.token_requests) == {None}
+        assert all(password not in json.dumps(entry) for entry in front.front.log + front.storage.log)
+
+
+def test_push_reports_hashing_then_uploading_progress(registry, tmp_path):
+    from ansible_collections.burst.golden_ami.plugins.module_utils._progress import ProgressFile
+
+    class Recorded(ProgressFile):
+        def __init__(self):
+            super().__init__(str(tmp_path / "progress.json"), "modelcar_image", every=0)
+            self.seen = []
+
+        def update(self, line=None, force=False):
+            super().update(line, force)
+            self.seen.append(dict(self.snapshot))
+
+    model_dir, record = _model(tmp_path, "hf_" + secrets.token_hex(8))
+    params = _params(model_dir, registry, registry.standins["busybox:v0.1"]["pinned"])
+    progress = Recorded()
+    result = build_and_push(params, _client(registry), progress=progress)
+    files_bytes = sum(entry["size"] for entry in record["files"])
+    hashing = [s for s in progress.seen if s["state"] == "hashing"]
+    uploading = [s for s in progress.seen if s["state"] == "uploading"]
+    assert hashing[0]["bytes_done"] == 0 and hashing[-1]["bytes_done"] == hashing[-1]["bytes_total"] == files_bytes
+    layer_bytes = sum(layer["size"] for layer in result["layers"])
+    assert uploading[-1]["bytes_done"] == uploading[-1]["bytes_total"] == layer_bytes
+    assert [s["bytes_done"] for s in uploading] == sorted(s["bytes_done"] for s in uploading), "it only grows"
+    name = f"{params['repository']}:{result['tag']}"
+    assert re.fullmatch(rf"{re.escape(name)}: uploading [\d.]+ MiB of [\d.]+ MiB \(\d+%\), .*/s", uploading[-1]["line"])
+    assert json.loads((tmp_path / "progress.json").read_text())["line"] == f"{name}: pushed"
+
+    again = Recorded()
+    build_and_push(params, _client(registry), progress=again)
+    assert not [s for s in again.seen if s["state"] == "uploading" and s["bytes_total"]], "nothing to upload"
+    assert again.seen[-1]["line"] == f"{name}: nothing to push"
+
+
+def test_role_pushes_with_progress_lines_and_changes_nothing_the_second_time(registry, tmp_path):
+    """The modelcar role on localhost: an asynchronous push followed by job_progress, one line per poll."""
+    root = Path(__file__).resolve().parents[2]
+    model_dir, record = _model(tmp_path / "models", "hf_" + secrets.token_hex(8))
+    playbook = tmp_path / "modelcar.yml"
+    playbook.write_text(
+        json.dumps([{
+            "hosts": "localhost", "connection": "local", "gather_facts": False,
+            "tasks": [
+                {"name": "Push", "ansible.builtin.include_role": {"name": "burst.golden_ami.modelcar"}},
+                {"name": "Keep", "ansible.builtin.copy": {"content": "{{ modelcar_images | to_json }}",
+                                                           "dest": str(tmp_path / "images.json"), "mode": "0600"},
+                 "when": "not ansible_check_mode"},
+            ],
+        }])
+    )  # fmt: skip
+    extra = {
+        "modelcar_models": [{"name": model_dir.name, "repository": f"kserve-models/role-{secrets.token_hex(3)}"}],
+        "modelcar_root": str(model_dir.parent),
+        "modelcar_registry": registry.host,
+        "modelcar_base_image": registry.standins["busybox:v0.1"]["pinned"],
+        "modelcar_split_mb": 1,
+        "modelcar_progress_interval": 1,
+        "modelcar_python": sys.executable,
+        "ansible_python_interpreter": sys.executable,
+        "__modelcar_progress_file": str(tmp_path / "progress" / "{{ __modelcar_name }}.json"),
+    }
+    env = {**os.environ, "ANSIBLE_CONFIG": str(root / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
+           "ANSIBLE_ASYNC_DIR": str(tmp_path / "async"), "ANSIBLE_LOCALHOST_WARNING": "0"}  # fmt: skip
+
+    def play(*args):
+        return subprocess.run(
+            ["ansible-playbook", "-i", "localhost,", str(playbook), "-e", json.dumps(extra), *args],
+            capture_output=True, text=True, env=env, cwd=root, timeout=300, check=False,
+        )  # fmt: skip
+
+    checked = play("--check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Follow the push" in checked.stdout and not (tmp_path / "progress").exists(), "check mode: no job"
+    first = play()
+    assert first.returncode == 0, first.stdout + first.stderr
+    name = f"{registry.host}/{extra['modelcar_models'][0]['repository']}:{record['commit_sha'][:12]}"
+    assert f"(item={name}: pushed)" in first.stdout, first.stdout
+    [pushed] = json.loads((tmp_path / "images.json").read_text())
+    assert pushed["tag"] == record["commit_sha"][:12] and pushed["reference"].startswith(name.rsplit(":", 1)[0] + "@")
+    assert re.search(r"localhost\s+: ok=\d+\s+changed=2", first.stdout), "the push and the file it was kept in"
+    second = play()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert re.search(r"localhost\s+: ok=\d+\s+changed=0", second.stdout), second.stdout
+    assert f"(item={name}: nothing to push)" in second.stdout
+    assert not list((tmp_path / "async").glob("*")), "the finished jobs were cleaned up"

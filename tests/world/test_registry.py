@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from localworld.moto import free_port
-from localworld.registry import STANDIN_VARIANT_TAG, Registry, RegistryError, bcrypt_hash
+from localworld.registry import STANDIN_VARIANT_TAG, Registry, RegistryError, RegistryFront, bcrypt_hash
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 # Where docker and skopeo keep credentials by default: no test may write there.
@@ -515,3 +517,55 @@ def test_buildkit_standin_needs_its_config(standin_images, tmp_path):
         assert state.stdout.strip() == "true"
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+# The front: hosted registries' redirects and expiring Bearer tokens, through skopeo.
+
+
+@pytest.mark.docker
+def test_front_redirects_blob_gets_to_storage_and_skopeo_follows(standin_images, registry, tmp_path):
+    """skopeo (containers/image) pulls through the front as from ECR: a token, then blobs from the storage host."""
+    user, password = "front-user", secrets.token_urlsafe(12)
+    image = standin_images["busybox:v0.1"]
+    with RegistryFront(registry, token_auth=(user, password), token_uses=None) as front:
+        copied = run(
+            ["skopeo", "copy", "--src-tls-verify=false", "--src-creds", f"{user}:{password}",
+             f"docker://{front.host}/standin/busybox:v0.1", f"dir:{tmp_path / 'copy'}"],
+        )  # fmt: skip
+        assert copied.returncode == 0, copied.stderr
+        manifest = json.loads((tmp_path / "copy" / "manifest.json").read_text())
+        blobs = {manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])}
+        fetched = {entry["path"].split("digest=")[1].split("&")[0] for entry in front.storage.log}
+        assert blobs <= {urllib.parse.unquote(digest) for digest in fetched}, "every blob came from storage"
+        assert all("Authorization" not in entry["headers"] for entry in front.storage.log)
+        assert front.token_requests and all(given and given.startswith("Basic ") for given in front.token_requests)
+        redirected = [entry for entry in front.front.log if "/blobs/sha256:" in entry["path"]]
+        assert redirected and all(entry["headers"]["Authorization"].startswith("Bearer ") for entry in redirected)
+    assert password not in copied.stderr + copied.stdout
+    assert hashlib.sha256((tmp_path / "copy" / "manifest.json").read_bytes()).hexdigest() == image["digest"][7:]
+
+
+@pytest.mark.docker
+def test_front_tokens_expire_and_storage_refuses_unsigned_or_authorized_requests(registry, standin_images):
+    user, password = "front-user", secrets.token_urlsafe(12)
+    with RegistryFront(registry, token_auth=(user, password), token_uses=1) as front:
+        basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        request = urllib.request.Request(f"http://{front.host}/token?scope=x", headers={"Authorization": basic})
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (loopback)
+            token = json.loads(answer.read())["token"]
+        path = f"http://{front.host}/v2/standin/busybox/manifests/v0.1"
+        answers = []
+        for _attempt in range(2):
+            try:
+                with urllib.request.urlopen(
+                    urllib.request.Request(path, headers={"Authorization": f"Bearer {token}"}), timeout=10
+                ) as answer:
+                    answers.append(answer.status)
+            except urllib.error.HTTPError as exc:
+                answers.append(exc.code)
+                assert exc.headers["WWW-Authenticate"].startswith(f'Bearer realm="http://127.0.0.1:{front.front.port}/')
+        assert answers == [200, 401] and front.expired == 1
+        storage = f"http://127.0.0.1:{front.storage.port}/blobs?repository=standin/busybox&digest=sha256:0&signature=x"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(storage, timeout=10)
+        assert refused.value.code == 403

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import os
+import re
 import sys
 
 import boto3
@@ -15,11 +18,13 @@ from moto import mock_aws
 from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import (
     Engine,
     EngineError,
+    PullProgress,
     encode_auth,
     parse_reference,
     registry_host,
     with_retries,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._progress import ProgressFile
 from ansible_collections.burst.golden_ami.plugins.module_utils._registry_auth import ecr_credentials
 from ansible_collections.burst.golden_ami.plugins.modules import image_pull
 from ansible_collections.burst.golden_ami.plugins.modules.image_pull import ImageCache, disk_preflight
@@ -222,5 +227,106 @@ def test_module_pulls_nothing_when_the_images_do_not_fit(registry, monkeypatch):
         result = _run_module(monkeypatch, args)  # present now: needs no space, even at 1 PiB
         assert not result["changed"] and not result.get("failed")
         assert result["disk"] == {"path": "", "free_bytes": 0, "needed_bytes": 0, "pending": []}
+    finally:
+        _remove(engine, image["repository"])
+
+
+def test_pull_progress_follows_the_engine_events():
+    state = PullProgress()
+    events = [
+        {"status": "Pulling from standin/vllm-openai", "id": "sha256:abc"},
+        {"status": "Pulling fs layer", "id": "aaa"},
+        {"status": "Pulling fs layer", "id": "bbb"},
+        {"status": "Already exists", "id": "ccc"},
+        {"status": "Downloading", "id": "aaa", "progressDetail": {"current": 300, "total": 1000}},
+        {"status": "Downloading", "id": "bbb", "progressDetail": {"current": 50, "total": 200}},
+    ]
+    for event in events:
+        state.event(event)
+    assert (state.downloaded, state.size, state.counts()) == (350, 1200, (1, 0, 3))
+    for event in [
+        {"status": "Download complete", "id": "aaa"},
+        {"status": "Extracting", "id": "aaa", "progressDetail": {"current": 500, "total": 1000}},
+    ]:
+        state.event(event)
+    assert (state.downloaded, state.counts()) == (1050, (1, 1, 3))
+    for event in [{"status": "Pull complete", "id": "aaa"}, {"status": "Pull complete", "id": "bbb"}]:
+        state.event(event)
+    state.event({"status": "Digest: sha256:" + "0" * 64})
+    state.event({"status": "Status: Downloaded newer image for x"})
+    assert (state.downloaded, state.size, state.counts()) == (1200, 1200, (3, 0, 3))
+
+
+class _Recorded(ProgressFile):
+    """A progress file that keeps every line it would write."""
+
+    def __init__(self):
+        super().__init__(None, "image_pull", every=0)
+        self.lines = []
+
+    def update(self, line=None, force=False):
+        super().update(line, force)
+        self.lines.append(self.snapshot["line"])
+
+
+def _fresh_image(registry, tmp_path):
+    """An image whose layers no engine holds: random files packed by modelcar_image, pushed into ``registry``."""
+    from ansible_collections.burst.golden_ami.plugins.module_utils._oci import Registry
+    from ansible_collections.burst.golden_ami.plugins.modules.modelcar_image import RECORD_NAME, build_and_push
+
+    files = {f"shard-{index}.bin": os.urandom(2 * 1024 * 1024 + index) for index in range(3)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    record = {
+        "name": "fresh", "version": "f" * 40,
+        "files": [{"path": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()],
+    }  # fmt: skip
+    (tmp_path / RECORD_NAME).write_text(json.dumps(record))
+    params = {
+        "model_dir": str(tmp_path), "repository": f"{registry.host}/fresh/pull-progress", "tag": None,
+        "base_image": registry.standins["busybox:v0.1"]["pinned"], "platform": "linux/amd64",
+        "model_path": "/models", "split_mb": 1, "labels": {}, "force": True, "plain_http": None,
+    }  # fmt: skip
+    return build_and_push(params, lambda host: Registry(host))["reference"]
+
+
+@pytest.mark.docker
+def test_a_pull_reports_its_layers_and_bytes(registry, tmp_path):
+    engine = Engine()
+    pinned = _fresh_image(registry, tmp_path)
+    repository = pinned.split("@")[0]
+    progress = _Recorded()
+    try:
+        cache = ImageCache(engine, {}, retry_delay=0.1, progress=progress)
+        plan = cache.plan("fresh", pinned)
+        plan["position"] = "image 1 of 1"
+        entry, changed = cache.apply(plan)
+        assert changed and entry["pulled"]
+    finally:
+        _remove(engine, repository)
+    assert progress.lines[0] == f"fresh (image 1 of 1): pulling {pinned}"
+    counted = [line for line in progress.lines[1:] if " layers pulled" in line]
+    assert counted, progress.lines
+    pattern = r"fresh \(image 1 of 1\): (\d+) of (\d+) layers pulled(, \d+ extracting)?(, .* of .* downloaded, .*/s)?"
+    assert all(re.fullmatch(pattern, line) for line in counted), counted
+    done, known = re.fullmatch(pattern, counted[-1]).groups()[:2]
+    assert done == known and int(known) >= 3, "the 3 model layers at least, all pulled in the end"
+    assert any("downloaded" in line for line in counted), "bytes were reported while downloading"
+
+
+@pytest.mark.docker
+def test_module_writes_its_progress_file_but_not_in_check_mode(registry, monkeypatch, tmp_path):
+    engine = Engine()
+    image = registry.standins["busybox:v0.1"]
+    _remove(engine, image["repository"])
+    path = tmp_path / "progress" / "pull.json"
+    args = {"images": [{"name": "busybox", "reference": image["reference"]}], "progress_file": str(path)}
+    try:
+        result = _run_module(monkeypatch, {**args, "_ansible_check_mode": True})
+        assert result["pulled"] == 1 and not path.exists()
+        result = _run_module(monkeypatch, args)
+        assert result["pulled"] == 1
+        assert json.loads(path.read_text())["line"] == "image_pull: 1 images pulled"
+        assert json.loads(path.read_text())["state"] == "done"
     finally:
         _remove(engine, image["repository"])
