@@ -76,6 +76,37 @@ def default_retry():
     return AWSRetry.jittered_backoff(retries=10, delay=2, max_delay=30)
 
 
+# The launch_permissions option of golden_ami and golden_ami_promote (doc fragment launch_permissions).
+LAUNCH_PERMISSIONS_OPTION = dict(
+    type="dict",
+    options=dict(
+        user_ids=dict(type="list", elements="str", default=[]),
+        organization_arns=dict(type="list", elements="str", default=[]),
+        organizational_unit_arns=dict(type="list", elements="str", default=[]),
+    ),
+)
+
+
+def region_factories(module):
+    """(ec2, ssm): factories from a region to an ImageApi / ParameterApi of an AnsibleAWSModule's clients."""
+    retry = default_retry()
+
+    def ec2(region):
+        return ImageApi(module.client("ec2", retry_decorator=retry, region=region), region)
+
+    def ssm(region):
+        return ParameterApi(module.client("ssm", retry_decorator=retry, region=region), region)
+
+    return ec2, ssm
+
+
+def fail_module(module, error, **extra):
+    """Fail an AnsibleAWSModule with an ImageError's message (and AWS's error details when there is one)."""
+    if error.exception is not None:
+        module.fail_json_aws(error.exception, msg=error.message, **extra)
+    module.fail_json(msg=error.message, **extra)
+
+
 def _call(what, func, **params):
     """Run one AWS call; turn every botocore failure into an ImageError naming ``what``."""
     try:

@@ -32,12 +32,19 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._images import (
     STAGE_TAG,
     TAG_VALUE_MAX,
     ImageError,
+    error_code,
     image_snapshot_ids,
     image_tags,
     parse_time,
     validate_region_names,
     validate_ssm_parameter_name,
 )
+
+
+def _reason(error):
+    """An ImageError's message with AWS's error code, for a list of what was left."""
+    code = error_code(error.exception) if error.exception is not None else None
+    return f"{error.message} ({code})" if code else error.message
 
 
 class _Regions:
@@ -294,7 +301,13 @@ class Discard(_Regions):
                 restored.extend(self.restore(region, image))
                 self.act(f"deregister {image_id} ({image.get('Name')}) in {region}")
                 if not self.check_mode:
-                    api.deregister_image(image_id)
+                    try:
+                        api.deregister_image(image_id)
+                    except ImageError as e:
+                        # The next image, and the next region, are still removed.
+                        left.append({"region": region, "resource": image_id, "reason": _reason(e)})
+                        keep_snapshots.update(image_snapshot_ids(image))
+                        continue
                 deleted.append({"region": region, "image_id": image_id, "snapshot_ids": image_snapshot_ids(image)})
                 for snapshot_id in image_snapshot_ids(image):
                     left.extend(self.delete_snapshot(api, region, snapshot_id))
@@ -338,5 +351,5 @@ class Discard(_Regions):
         try:
             api.delete_snapshot(snapshot_id, attempts=self.params.get("snapshot_attempts") or 10, sleep=self.sleep)
         except ImageError as e:
-            return [{"region": region, "resource": snapshot_id, "reason": e.message}]
+            return [{"region": region, "resource": snapshot_id, "reason": _reason(e)}]
         return []

@@ -17,7 +17,7 @@ description:
   - Copies the image to other regions, tags the copies and their snapshots, and waits for every copy.
   - Only once every image is available, publishes each region's image id to an SSM parameter with
     C(DataType=aws:ec2:image), which launch templates resolve.
-  - With O(stage=candidate), publishes nothing: the images are candidates, tagged C(ImageStage=candidate)
+  - With O(stage=candidate), publishes nothing. The images are candidates, tagged C(ImageStage=candidate)
     with their snapshots from the moment they are created, for M(burst.golden_ami.golden_ami_promote) to
     publish once they are verified and M(burst.golden_ami.golden_ami_discard) to remove when they fail.
   - Writes a build manifest (JSON) that Packer's tooling reads, with the build's own facts added.
@@ -137,26 +137,6 @@ options:
     description:
       - Deprecate the image and its copies this many days after the image's creation.
     type: int
-  launch_permissions:
-    description:
-      - Accounts, organizations and organizational units the images are shared with. Missing ones are added.
-    type: dict
-    suboptions:
-      user_ids:
-        description: AWS account ids.
-        type: list
-        elements: str
-        default: []
-      organization_arns:
-        description: Organization ARNs.
-        type: list
-        elements: str
-        default: []
-      organizational_unit_arns:
-        description: Organizational unit ARNs.
-        type: list
-        elements: str
-        default: []
   stage:
     description:
       - V(published) captures, copies, shares and publishes to O(ssm_parameter) in one step.
@@ -213,6 +193,7 @@ options:
     type: int
     default: 15
 extends_documentation_fragment:
+  - burst.golden_ami.launch_permissions
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -333,18 +314,18 @@ import time  # noqa: E402
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
+    LAUNCH_PERMISSIONS_OPTION,
     STAGE_CANDIDATE,
     STAGE_PROMOTED,
     STAGE_PROMOTING,
     STAGE_TAG,
-    ImageApi,
     ImageError,
-    ParameterApi,
     block_device_mappings,
-    default_retry,
     deprecation_time,
+    fail_module,
     image_snapshot_ids,
     image_tags,
+    region_factories,
     same_time,
     summarize_image,
     validate_image_name,
@@ -730,14 +711,7 @@ def main():
         purge_tags=dict(type="bool", default=False),
         deprecate_at=dict(type="str"),
         deprecate_after_days=dict(type="int"),
-        launch_permissions=dict(
-            type="dict",
-            options=dict(
-                user_ids=dict(type="list", elements="str", default=[]),
-                organization_arns=dict(type="list", elements="str", default=[]),
-                organizational_unit_arns=dict(type="list", elements="str", default=[]),
-            ),
-        ),
+        launch_permissions=LAUNCH_PERMISSIONS_OPTION,
         stage=dict(type="str", choices=["candidate", "published"], default="published"),
         copy_regions=dict(type="list", elements="str", default=[]),
         copy_kms_key_ids=dict(type="dict", default={}, no_log=False),
@@ -757,13 +731,7 @@ def main():
     region = module.region
     if not region:
         module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
-    retry = default_retry()
-
-    def ec2(for_region):
-        return ImageApi(module.client("ec2", retry_decorator=retry, region=for_region), for_region)
-
-    def ssm(for_region):
-        return ParameterApi(module.client("ssm", retry_decorator=retry, region=for_region), for_region)
+    ec2, ssm = region_factories(module)
 
     params = dict(module.params)
     if params.get("manifest_path"):
@@ -772,9 +740,7 @@ def main():
     try:
         result = build.run()
     except ImageError as e:
-        if e.exception is not None:
-            module.fail_json_aws(e.exception, msg=e.message, actions=build.actions)
-        module.fail_json(msg=e.message, actions=build.actions)
+        fail_module(module, e, actions=build.actions)
     module.exit_json(**result)
 
 

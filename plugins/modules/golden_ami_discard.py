@@ -29,7 +29,7 @@ author:
 options:
   build_id:
     description:
-      - The bake whose images are removed: the value of their O(build_id_tag) tag.
+      - The bake whose images are removed, the value of their O(build_id_tag) tag.
       - Exactly one of O(build_id) and O(older_than_minutes) is required.
     type: str
   build_id_tag:
@@ -130,10 +130,9 @@ actions:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
-    ImageApi,
     ImageError,
-    ParameterApi,
-    default_retry,
+    fail_module,
+    region_factories,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Discard  # noqa: E402
 
@@ -157,21 +156,13 @@ def main():
     )
     if not module.region:
         module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
-    retry = default_retry()
-
-    def ec2(for_region):
-        return ImageApi(module.client("ec2", retry_decorator=retry, region=for_region), for_region)
-
-    def ssm(for_region):
-        return ParameterApi(module.client("ssm", retry_decorator=retry, region=for_region), for_region)
+    ec2, ssm = region_factories(module)
 
     discard = Discard(module.params, module.region, ec2, ssm, check_mode=module.check_mode)
     try:
         result = discard.run()
     except ImageError as e:
-        if e.exception is not None:
-            module.fail_json_aws(e.exception, msg=e.message, actions=discard.actions)
-        module.fail_json(msg=e.message, actions=discard.actions)
+        fail_module(module, e, actions=discard.actions)
     if result["left"] and module.params["fail_on_left"]:
         lines = "; ".join(f"{item['resource']} in {item['region']}: {item['reason']}" for item in result["left"])
         module.fail_json(msg=f"Could not remove {len(result['left'])} resource(s): {lines}", **result)

@@ -27,7 +27,7 @@ author:
 options:
   build_id:
     description:
-      - The bake whose images are promoted: the value of their O(build_id_tag) tag.
+      - The bake whose images are promoted, the value of their O(build_id_tag) tag.
     type: str
     required: true
   build_id_tag:
@@ -51,27 +51,8 @@ options:
     description:
       - Description of parameters that are created.
     type: str
-  launch_permissions:
-    description:
-      - Accounts, organizations and organizational units the images are shared with. Missing ones are added.
-    type: dict
-    suboptions:
-      user_ids:
-        description: AWS account ids.
-        type: list
-        elements: str
-        default: []
-      organization_arns:
-        description: Organization ARNs.
-        type: list
-        elements: str
-        default: []
-      organizational_unit_arns:
-        description: Organizational unit ARNs.
-        type: list
-        elements: str
-        default: []
 extends_documentation_fragment:
+  - burst.golden_ami.launch_permissions
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -119,10 +100,10 @@ actions:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
-    ImageApi,
+    LAUNCH_PERMISSIONS_OPTION,
     ImageError,
-    ParameterApi,
-    default_retry,
+    fail_module,
+    region_factories,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Promotion  # noqa: E402
 
@@ -134,33 +115,18 @@ def main():
         regions=dict(type="list", elements="str", default=[]),
         ssm_parameters=dict(type="list", elements="str", default=[]),
         ssm_parameter_description=dict(type="str"),
-        launch_permissions=dict(
-            type="dict",
-            options=dict(
-                user_ids=dict(type="list", elements="str", default=[]),
-                organization_arns=dict(type="list", elements="str", default=[]),
-                organizational_unit_arns=dict(type="list", elements="str", default=[]),
-            ),
-        ),
+        launch_permissions=LAUNCH_PERMISSIONS_OPTION,
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
     if not module.region:
         module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
-    retry = default_retry()
-
-    def ec2(for_region):
-        return ImageApi(module.client("ec2", retry_decorator=retry, region=for_region), for_region)
-
-    def ssm(for_region):
-        return ParameterApi(module.client("ssm", retry_decorator=retry, region=for_region), for_region)
+    ec2, ssm = region_factories(module)
 
     promotion = Promotion(module.params, module.region, ec2, ssm, check_mode=module.check_mode)
     try:
         result = promotion.run()
     except ImageError as e:
-        if e.exception is not None:
-            module.fail_json_aws(e.exception, msg=e.message, actions=promotion.actions)
-        module.fail_json(msg=e.message, actions=promotion.actions)
+        fail_module(module, e, actions=promotion.actions)
     module.exit_json(**result)
 
 

@@ -19,10 +19,10 @@ description:
     points at, an image that an instance in any state but C(terminated) uses, the image of any version of
     any launch template (C($Default), C($Latest) and every other version, which Auto Scaling groups, fleets
     and rollbacks can launch), or the image of a launch configuration (Auto Scaling groups without templates).
-  - Candidates of bakes in progress (C(ImageStage) V(candidate) or V(promoting)) are not part of the family:
+  - Candidates of bakes in progress (C(ImageStage) V(candidate) or V(promoting)) are not part of the family;
     M(burst.golden_ami.golden_ami_discard) removes those.
   - A snapshot that stays in use after the retries (C(InvalidSnapshot.InUse), or not yet released by a
-    just deregistered image) does not stop the run: it is listed in C(left) with the reason, and the module
+    just deregistered image) does not stop the run; it is listed in C(left) with the reason, and the module
     warns.
   - Each region is planned on its own; copies of one build in several regions are judged alike
     when the regions hold the same family.
@@ -139,11 +139,11 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._images import ( 
     STAGE_PROMOTING,
     STAGE_TAG,
     AutoScalingApi,
-    ImageApi,
     ImageError,
-    ParameterApi,
     default_retry,
+    fail_module,
     image_tags,
+    region_factories,
     summarize_image,
     validate_region_names,
     validate_ssm_parameter_name,
@@ -284,24 +284,18 @@ def main():
     region = module.region
     if not region and not module.params["regions"]:
         module.fail_json(msg="region or regions must be given")
-    retry = default_retry()
-
-    def ec2(for_region):
-        return ImageApi(module.client("ec2", retry_decorator=retry, region=for_region), for_region)
-
-    def ssm(for_region):
-        return ParameterApi(module.client("ssm", retry_decorator=retry, region=for_region), for_region)
+    ec2, ssm = region_factories(module)
 
     def autoscaling(for_region):
-        return AutoScalingApi(module.client("autoscaling", retry_decorator=retry, region=for_region), for_region)
+        return AutoScalingApi(
+            module.client("autoscaling", retry_decorator=default_retry(), region=for_region), for_region
+        )
 
     prune = GoldenAmiPrune(module.params, region, ec2, ssm, check_mode=module.check_mode, autoscaling=autoscaling)
     try:
         result = prune.run()
     except ImageError as e:
-        if e.exception is not None:
-            module.fail_json_aws(e.exception, msg=e.message)
-        module.fail_json(msg=e.message)
+        fail_module(module, e)
     for item in result["left"]:
         module.warn(f"Snapshot {item['snapshot_id']} in {item['region']} was left: {item['reason']}")
     module.exit_json(**result)

@@ -155,10 +155,10 @@ actions:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
-    ImageApi,
     ImageError,
-    ParameterApi,
     default_retry,
+    fail_module,
+    region_factories,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._sweep import Sweep  # noqa: E402
 
@@ -193,17 +193,12 @@ def main():
             cache[(service, region)] = module.client(service, retry_decorator=retry, region=region)
         return cache[(service, region)]
 
-    def ec2(region):
-        return ImageApi(clients("ec2", region), region)
-
-    def ssm(region):
-        return ParameterApi(clients("ssm", region), region)
-
+    ec2, ssm = region_factories(module)
     sweep = Sweep(module.params, module.region, clients, ec2, ssm, check_mode=module.check_mode)
     try:
         result = sweep.run()
     except ImageError as e:
-        module.fail_json(msg=e.message, actions=sweep.actions)
+        fail_module(module, e, actions=sweep.actions)
     if result["left"] and module.params["fail_on_left"]:
         lines = "; ".join(f"{i['kind']} {i['resource']} in {i['region']}: {i['reason']}" for i in result["left"])
         module.fail_json(msg=f"Could not remove {len(result['left'])} resource(s): {lines}", **result)
