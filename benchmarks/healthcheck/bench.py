@@ -229,7 +229,7 @@ def proc_status(pid: int) -> dict:
     """Resident memory (KiB, now and peak) and open descriptors of a process."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
+        key, _separator, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0])
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -270,9 +270,15 @@ def test_role_pushes_with_progress_lines_and_changes_nothing_the_second_time(reg
             "hosts": "localhost", "connection": "local", "gather_facts": False,
             "tasks": [
                 {"name": "Push", "ansible.builtin.include_role": {"name": "burst.golden_ami.modelcar"}},
-                {"name": "Keep", "ansible.builtin.copy": {"content": "{{ modelcar_images | to_json }}",
-                                                           "dest": str(tmp_path / "images.json"), "mode": "0600"},
-                 "when": "not ansible_check_mode"},
+                {
+                    "name": "Keep",
+                    "ansible.builtin.copy": {
+                        "content": "{{ modelcar_images | to_json }}",
+                        "dest": str(tmp_path / "images.json"),
+                        "mode": "0600",
+                    },
+                    "when": "not ansible_check_mode",
+                },
             ],
         }])
     )  # fmt: skip

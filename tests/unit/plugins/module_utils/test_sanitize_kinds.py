@@ -24,7 +24,7 @@ MiB = 1 << 20
 
 
 def rand(count, alphabet=ALNUM):
-    return "".join(secrets.choice(alphabet) for _ in range(count))
+    return "".join(secrets.choice(alphabet) for _index in range(count))
 
 
 def _armored(label, body, width):

@@ -287,14 +287,14 @@ def _fresh_image(registry, tmp_path):
         "base_image": registry.standins["busybox:v0.1"]["pinned"], "platform": "linux/amd64",
         "model_path": "/models", "split_mb": 1, "labels": {}, "force": True, "plain_http": None,
     }  # fmt: skip
-    return build_and_push(params, lambda host: Registry(host))["reference"]
+    return build_and_push(params, Registry)["reference"]
 
 
 @pytest.mark.docker
 def test_a_pull_reports_its_layers_and_bytes(registry, tmp_path):
     engine = Engine()
     pinned = _fresh_image(registry, tmp_path)
-    repository = pinned.split("@")[0]
+    repository = pinned.split("@", maxsplit=1)[0]
     progress = _Recorded()
     try:
         cache = ImageCache(engine, {}, retry_delay=0.1, progress=progress)

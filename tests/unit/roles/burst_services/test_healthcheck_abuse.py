@@ -80,7 +80,7 @@ def _read_answer(sock):
         if not chunk:
             raise ConnectionError(f"closed after {data!r}")
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, _separator, body = data.partition(b"\r\n\r\n")
     length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:])
     while len(body) < length:
         body += sock.recv(65536)
