@@ -21,6 +21,7 @@ import secrets
 import string
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -217,14 +218,30 @@ def test_planted_token_fails_the_secret_scan_without_printing_it(aws_env, tmp_pa
 def test_cleanup_by_age_keeps_young_bakes(aws_env, tmp_path):
     ec2 = boto3.client("ec2")
     old, young = _bake_id("old"), _bake_id("young")
-    for bake_id, started in ((old, "2020-01-01T00:00:00Z"), (young, "2999-01-01T00:00:00Z")):
+    # Each bake also has a builder container, labelled as bake.yml labels them; the young one runs.
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for bake_id, started, label in (
+        (old, "2020-01-01T00:00:00Z", "2020-01-01T00:00:00Z"),
+        (young, "2999-01-01T00:00:00Z", now),
+    ):
         tags = [{"Key": "BakeId", "Value": bake_id}, {"Key": "BakeStarted", "Value": started}]
         ec2.create_key_pair(KeyName=bake_id, TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}])
         ec2.create_security_group(
             GroupName=bake_id, Description="test", TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}]
         )
-    cleanup = _run("cleanup.yml", {"bake_cleanup_older_than": 60}, _environment(aws_env, tmp_path), tmp_path)
-    assert cleanup.returncode == 0, _output(cleanup)[-6000:]
-    assert _leftovers(old) == _nothing_left(old)
-    young_left = _leftovers(young)
-    assert young_left["security_groups"] and young_left["key_pairs"] == [young]
+        subprocess.run(
+            ["docker", "create", "--label", f"burst.golden_ami.bake-id={bake_id}",
+             "--label", f"burst.golden_ami.bake-started={label}", BASE_IMAGE, "true"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+    try:
+        variables = {"bake_cleanup_older_than": 60, "bake_cleanup_containers": True}
+        cleanup = _run("cleanup.yml", variables, _environment(aws_env, tmp_path), tmp_path)
+        assert cleanup.returncode == 0, _output(cleanup)[-6000:]
+        assert _leftovers(old) == _nothing_left(old)
+        young_left = _leftovers(young)
+        assert young_left["security_groups"] and young_left["key_pairs"] == [young]
+        assert len(young_left["containers"]) == 1, "a container of a bake younger than the cutoff is kept"
+    finally:
+        for container in _leftovers(young)["containers"] + _leftovers(old)["containers"]:
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False, timeout=120)
