@@ -438,6 +438,16 @@ class ImageApi:
             self.add_launch_permissions(image_id, missing)
         return [next(iter(p.values())) for p in missing]
 
+    def snapshot_progress(self, snapshot_ids):
+        """{snapshot id: progress ("45%")} of the snapshots; empty when they cannot be read (yet)."""
+        if not snapshot_ids:
+            return {}
+        try:
+            result = self.client.describe_snapshots(aws_retry=True, SnapshotIds=list(snapshot_ids))
+        except AWS_ERRORS:
+            return {}  # a snapshot not visible yet, or no right to look: progress is information only
+        return {s["SnapshotId"]: s.get("Progress") or "?" for s in result.get("Snapshots", [])}
+
     def find_snapshots(self, tags):
         """This account's snapshots carrying all ``tags``."""
         params = {"OwnerIds": ["self"], "Filters": [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]}
@@ -596,20 +606,23 @@ class ParameterApi:
 # ---------------------------------------------------------------- waiting
 
 
-def wait_for_images(apis_and_ids, timeout, poll_interval, sleep=time.sleep, clock=time.monotonic):
+def wait_for_images(apis_and_ids, timeout, poll_interval, sleep=time.sleep, clock=time.monotonic, progress=None):
     """Poll every (ImageApi, image id) pair until each image is available; return {region: image}.
 
     Images in several regions are waited for together, each poll asking every
     region still pending. Throttling is retried by the calls themselves and is
     never taken as a state. A ``failed`` image raises with AWS's reason; an
-    image not visible yet counts as pending until ``timeout`` seconds.
+    image not visible yet counts as pending until ``timeout`` seconds. ``progress`` (optional) is
+    called after each poll with ``{region: (api, image id, image or None)}`` of every image.
     """
     pending = {api.region: (api, image_id) for api, image_id in apis_and_ids}
+    seen = {}
     done = {}
     deadline = clock() + timeout
     while True:
         for region, (api, image_id) in list(pending.items()):
             image = api.get_image(image_id)
+            seen[region] = (api, image_id, image)
             state = image.get("State") if image else "not visible yet"
             if state in IMAGE_DONE_STATES:
                 done[region] = image
@@ -617,6 +630,8 @@ def wait_for_images(apis_and_ids, timeout, poll_interval, sleep=time.sleep, cloc
             elif state in IMAGE_FAILED_STATES:
                 reason = (image.get("StateReason") or {}).get("Message") or "no reason given"
                 raise ImageError(f"Image {image_id} in {region} is {state}: {reason}")
+        if progress is not None:
+            progress(seen)
         if not pending:
             return done
         if clock() >= deadline:

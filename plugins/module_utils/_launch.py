@@ -830,8 +830,11 @@ class Launcher:
                     raise
             self.sleep(poll_interval)
 
-    def wait_running(self, instance_ids, timeout=600, poll_interval=5):
-        """Wait until every instance is ``running``; returns them. Fails on terminated instances and on timeout."""
+    def wait_running(self, instance_ids, timeout=600, poll_interval=5, progress=None):
+        """Wait until every instance is ``running``; returns them. Fails on terminated instances and on timeout.
+
+        ``progress`` (optional) is called with a line after each poll.
+        """
         instance_ids = list(instance_ids)
         if not instance_ids:
             return []
@@ -852,6 +855,11 @@ class Launcher:
                 )
                 raise LaunchError(f"Instances ended before running: {reasons}")
             waiting = [i for i in instance_ids if by_id.get(i, {}).get("State", {}).get("Name") != "running"]
+            if progress is not None:
+                states = ", ".join(
+                    f"{i} {by_id.get(i, {}).get('State', {}).get('Name', 'not visible yet')}" for i in instance_ids
+                )
+                progress(f"{len(instance_ids) - len(waiting)} of {len(instance_ids)} running ({states})")
             if not waiting:
                 return [by_id[i] for i in instance_ids]
             if self.clock() >= deadline:
@@ -1021,17 +1029,25 @@ def probe_health_many(urls, timeout=2.0, max_workers=256):
         return {key: future.result() for key, future in futures.items()}
 
 
-def wait_healthy(urls, timeout=600, interval=5, probe_timeout=3.0, sleep=time.sleep, clock=time.monotonic):
+def wait_healthy(
+    urls, timeout=600, interval=5, probe_timeout=3.0, sleep=time.sleep, clock=time.monotonic, progress=None
+):
     """Probe ``urls`` (``{key: url}``) until all are ready; returns the last ``{key: (status, detail)}``.
 
-    Raises LaunchError naming the hosts that are not ready after ``timeout`` seconds.
+    Raises LaunchError naming the hosts that are not ready after ``timeout`` seconds. ``progress``
+    (optional) is called with a line after each round of probes.
     """
-    deadline = clock() + timeout
+    started = clock()
+    deadline = started + timeout
     results = {}
     pending = dict(urls)
     while True:
         results.update(probe_health_many(pending, timeout=probe_timeout))
         pending = {k: u for k, u in pending.items() if results[k][0] != HEALTH_READY}
+        if progress is not None:
+            detail = "; ".join(f"{k}: {results[k][0]} ({results[k][1]})" for k in sorted(pending))
+            line = f"{len(urls) - len(pending)} of {len(urls)} healthy after {int(clock() - started)} s"
+            progress(f"{line}: {detail}" if detail else line)
         if not pending:
             return results
         if clock() >= deadline:

@@ -246,6 +246,11 @@ options:
       - Seconds one probe may take.
     type: float
     default: 3.0
+  progress_file:
+    description:
+      - A file (JSON with a C(line)) rewritten while the module waits for the instances to run and to be healthy,
+        for M(burst.golden_ami.job_progress) to print when the module runs asynchronously.
+    type: path
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -446,6 +451,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._launch import ( 
     summarize_instance,
     wait_healthy,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._progress import ProgressFile  # noqa: E402
 
 BURST_TAGS = {"Mode": "Burst"}
 
@@ -556,9 +562,12 @@ class BurstInstances:
         result = self.launcher.launch(request, check_mode=self.check_mode)
         image = result.image
         instances = result.instances
+        progress = self._progress()
         if not self.check_mode and self.params["wait"] and instances:
             instances = self.launcher.wait_running(
-                [i["InstanceId"] for i in instances], timeout=self.params["wait_timeout"]
+                [i["InstanceId"] for i in instances],
+                timeout=self.params["wait_timeout"],
+                progress=progress and (lambda line: progress.update(line=f"running: {line}", force=True)),
             )
         facts = self._facts(instances, image)
         if self.params.get("health_url") and facts and not self.check_mode:
@@ -569,6 +578,7 @@ class BurstInstances:
                 timeout=self.params["health_timeout"],
                 interval=self.params["health_interval"],
                 probe_timeout=self.params["health_probe_timeout"],
+                progress=progress and (lambda line: progress.update(line=f"health: {line}", force=True)),
                 **kwargs,
             )
             for fact in facts:
@@ -586,6 +596,12 @@ class BurstInstances:
             },
             "attempts": [a.as_dict() for a in result.attempts],
         }
+
+    def _progress(self):
+        """The progress file of this run, or None."""
+        if not self.params.get("progress_file") or self.check_mode:
+            return None
+        return ProgressFile(self.params["progress_file"], "instances")
 
     def absent(self):
         tags = dict(self.params.get("tags") or {})
@@ -665,6 +681,7 @@ def argument_spec():
         health_timeout=dict(type="int", default=600),
         health_interval=dict(type="int", default=5),
         health_probe_timeout=dict(type="float", default=3.0),
+        progress_file=dict(type="path"),
     )
 
 

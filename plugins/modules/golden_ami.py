@@ -192,6 +192,11 @@ options:
       - Seconds between two polls of the image states.
     type: int
     default: 15
+  progress_file:
+    description:
+      - A file (JSON with a C(line)) rewritten at each poll with the state of every image and the progress of
+        its snapshots, for M(burst.golden_ami.job_progress) to print when the module runs asynchronously.
+    type: path
 extends_documentation_fragment:
   - burst.golden_ami.launch_permissions
   - amazon.aws.common.modules
@@ -338,6 +343,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._manifest import 
     manifest_differs,
     write_manifest,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._progress import ProgressFile  # noqa: E402
 
 # Tags this module sets besides the user's: the base image of the instance, and on copies their origin.
 BASE_IMAGE_TAG = "BaseImageId"
@@ -367,6 +373,8 @@ class GoldenAmi:
         self.changed = False
         self.actions = []
         self.base_image = None
+        self._progress = None
+        self._started = clock()
 
     # -- helpers
 
@@ -412,6 +420,28 @@ class GoldenAmi:
     def tag_specifications(tags, *resource_types):
         tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         return [{"ResourceType": resource_type, "Tags": tag_list} for resource_type in resource_types]
+
+    def report(self, what):
+        """A progress callback for wait_for_images that rewrites ``progress_file``, or None."""
+        if not self.params.get("progress_file") or self.check_mode:
+            return None
+        if self._progress is None:
+            self._progress = ProgressFile(self.params["progress_file"], "capture")
+
+        def write(seen):
+            parts = []
+            for region, (api, image_id, image) in sorted(seen.items()):
+                state = (image or {}).get("State", "not visible yet")
+                text = f"{image_id} in {region} {state}"
+                if state == "pending":
+                    snapshots = api.snapshot_progress(image_snapshot_ids(image))
+                    if snapshots:
+                        text += " (snapshot " + ", ".join(f"{k} {v}" for k, v in sorted(snapshots.items())) + ")"
+                parts.append(text)
+            elapsed = int(self.clock() - self._started)
+            self._progress.update(line=f"{what}: {'; '.join(parts)} after {elapsed} s", force=True)
+
+        return write
 
     def copy_regions(self):
         regions = []
@@ -501,6 +531,7 @@ class GoldenAmi:
             params["wait_poll_interval"],
             sleep=self.sleep,
             clock=self.clock,
+            progress=self.report("image"),
         )[self.region]
         self.converge_image(self.region, source, self.tags_for(source, self.wanted_tags()))
 
@@ -592,7 +623,12 @@ class GoldenAmi:
         if not pending:
             return {}
         return wait_for_images(
-            pending, params["wait_timeout"], params["wait_poll_interval"], sleep=self.sleep, clock=self.clock
+            pending,
+            params["wait_timeout"],
+            params["wait_poll_interval"],
+            sleep=self.sleep,
+            clock=self.clock,
+            progress=self.report("copies"),
         )
 
     def converge_image(self, region, image, tags):
@@ -722,6 +758,7 @@ def main():
         manifest_contents=dict(type="dict", default={}),
         wait_timeout=dict(type="int", default=3600),
         wait_poll_interval=dict(type="int", default=15),
+        progress_file=dict(type="path"),
     )
     module = AnsibleAWSModule(
         argument_spec=argument_spec,

@@ -129,6 +129,7 @@ class Bake:
             "bake_key_parent": str(self.keys),
             "bake_manifest_path": str(self.tmp_path / "manifest.json"),
             "bake_capture_poll_interval": 1,
+            "bake_progress_interval": 1,
         }
         variables.update(overrides)
         return variables
@@ -154,7 +155,9 @@ class Bake:
             timeout=TIMEOUT_S,
             check=False,
         )
-        return result.returncode, f"{result.stdout}\n{result.stderr}"
+        output = f"{result.stdout}\n{result.stderr}"
+        (self.tmp_path / f"{playbook}.log").write_text(output)  # kept for a person reading a failure
+        return result.returncode, output
 
     def cleanup(self):
         variables = {
@@ -313,6 +316,10 @@ def test_fault_at_each_stage_leaves_production_as_it_was_and_nothing_of_the_bake
     assert ("Production is on the new image" in output) is promoted, output[-3000:]
     if stage == "verify":
         assert '\\"ready\\": false' in output or '"ready": false' in output, "the verify shows the healthcheck's answer"
+        assert "(item=health: 0 of 1 healthy after" in output, "the verify reports its progress"
+    if stage == "copy":
+        assert "(item=copies: ami-" in output, "the capture reports its progress"
+        assert f" in {COPY_REGION} not visible yet after" in output
     if stage == "promote":
         assert f"Restored {bake.parameter} in {REGION}" in output
     bake.assert_production(promoted)
@@ -362,8 +369,8 @@ def test_fault_inside_the_cleanup_still_runs_every_other_step(aws_env, tmp_path,
 SIGINT_AT = {
     "launch": "TASK [Launch the builder instance]",
     "configure": "TASK [Gather the builder's facts]",
-    "capture": "TASK [Capture the candidate image and copy it]",
-    "verify": "TASK [Boot an instance from the candidate and wait for its healthcheck]",
+    "capture": "TASK [Start capturing the candidate image]",
+    "verify": "TASK [Start booting an instance from the candidate]",
     "promote": "TASK [Promote the candidate in every region]",
     "prune": "TASK [Prune older images of the family in every region]",
 }

@@ -315,3 +315,34 @@ def test_manifest_is_packer_compatible_and_stable(tmp_path):
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     with pytest.raises(OSError, match="does not exist"):
         write_manifest(str(tmp_path / "missing" / "manifest.json"), manifest)
+
+
+def test_wait_reports_each_poll_with_the_snapshot_progress_of_a_pending_image():
+    api, stubber = stubbed_api()
+    snapshot_id = "snap-0123456789abcdef0"
+    mapping = [{"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": snapshot_id}}]
+    # In call order: the first poll, the report's look at the snapshot, the second poll.
+    stubber.add_response("describe_images", {"Images": [image("pending", BlockDeviceMappings=mapping)]})
+    stubber.add_response(
+        "describe_snapshots",
+        {"Snapshots": [{"SnapshotId": snapshot_id, "Progress": "45%"}]},
+        {"SnapshotIds": [snapshot_id]},
+    )
+    stubber.add_response("describe_images", {"Images": [image("available", BlockDeviceMappings=mapping)]})
+    lines = []
+
+    def report(seen):
+        for region, (reporting_api, image_id, found) in seen.items():
+            state = found["State"]
+            snapshots = reporting_api.snapshot_progress(images.image_snapshot_ids(found)) if state == "pending" else {}
+            lines.append((region, image_id, state, snapshots))
+
+    clock = FakeClock()
+    images.wait_for_images(
+        [(api, IMAGE_ID)], timeout=60, poll_interval=5, sleep=clock.sleep, clock=clock, progress=report
+    )
+    stubber.assert_no_pending_responses()
+    assert lines == [
+        ("eu-central-1", IMAGE_ID, "pending", {snapshot_id: "45%"}),
+        ("eu-central-1", IMAGE_ID, "available", {}),
+    ]

@@ -735,3 +735,20 @@ def test_wait_healthy_times_out_naming_the_host(health_server):
             sleep=lambda _s: None,
             clock=lambda: next(ticks),
         )
+
+
+def test_wait_healthy_reports_each_round_with_what_is_not_ready(health_server):
+    ticks = iter(range(0, 100, 5))
+    lines = []
+    with pytest.raises(LaunchError):
+        wait_healthy(
+            {"i-0": f"{health_server}/ready", "i-1": f"{health_server}/loading"},
+            timeout=15,
+            interval=0,
+            sleep=lambda _s: None,
+            clock=lambda: next(ticks),
+            progress=lines.append,
+        )
+    assert lines[0].startswith("1 of 2 healthy after 5 s: i-1: starting (HTTP 503")
+    assert len(lines) == 2, "one line a round, until the timeout"
+    assert lines[1].startswith("1 of 2 healthy after 15 s")
