@@ -47,6 +47,14 @@ def _reason(error):
     return f"{error.message} ({code})" if code else error.message
 
 
+def validate_scope(bake_id, older_than_minutes, id_option):
+    """One bake (its id) or stale bakes (an age), never both nor neither."""
+    if bool(bake_id) == (older_than_minutes is not None):
+        raise ImageError(f"give exactly one of {id_option} (one bake) and older_than_minutes (stale bakes)")
+    if older_than_minutes is not None and older_than_minutes < 1:
+        raise ImageError("older_than_minutes must be 1 or more")
+
+
 class _Regions:
     """What Promotion and Discard share: the APIs per region and the list of actions."""
 
@@ -156,15 +164,20 @@ class Promotion(_Regions):
             for name, value in values.items()
             if value != images[region]["ImageId"]
         ]
-        for region, values in previous.items():
-            record = json.dumps({n: v for n, v in values.items() if v != images[region]["ImageId"]}, sort_keys=True)
+        # What each region's image replaces, recorded on it before anything changes (for a rollback).
+        records = {
+            region: {n: v for n, v in values.items() if v != images[region]["ImageId"]}
+            for region, values in previous.items()
+        }
+        for region, values in records.items():
+            record = json.dumps(values, sort_keys=True)
             if len(record) > TAG_VALUE_MAX:
                 raise ImageError(
                     f"Too many SSM parameters to record for a rollback in {region} ({len(record)} characters of "
                     f"{TAG_VALUE_MAX} in one tag): promote fewer parameters at once"
                 )
         if not self.check_mode:
-            self.mark_promoting(images, previous)
+            self.mark_promoting(images, records)
         applied = []
         try:
             for region, name, value in changes:
@@ -189,10 +202,10 @@ class Promotion(_Regions):
             "actions": self.actions,
         }
 
-    def mark_promoting(self, images, previous):
+    def mark_promoting(self, images, records):
         """Before any parameter changes: record, on each image, the values it replaces."""
         for region, image in images.items():
-            values = {n: v for n, v in previous[region].items() if v != image["ImageId"]}
+            values = records[region]
             if not values:
                 continue
             tags = {STAGE_TAG: STAGE_PROMOTING, PREVIOUS_VALUES_TAG: json.dumps(values, sort_keys=True)}
@@ -247,12 +260,7 @@ class Discard(_Regions):
     """Remove a bake's images that were never promoted, in every region, and their snapshots."""
 
     def validate(self):
-        has_build = bool(self.params.get("build_id"))
-        has_age = self.params.get("older_than_minutes") is not None
-        if has_build == has_age:
-            raise ImageError("give exactly one of build_id (one bake) and older_than_minutes (stale bakes)")
-        if has_age and self.params["older_than_minutes"] < 1:
-            raise ImageError("older_than_minutes must be 1 or more")
+        validate_scope(self.params.get("build_id"), self.params.get("older_than_minutes"), "build_id")
 
     def select(self, api, now):
         if self.params.get("build_id"):

@@ -29,7 +29,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._images import (
     format_time,
     parse_time,
 )
-from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Discard
+from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Discard, validate_scope
 
 
 class Sweep:
@@ -99,10 +99,7 @@ class Sweep:
     # -- running
 
     def validate(self):
-        if bool(self.bake_id) == (self.params.get("older_than_minutes") is not None):
-            raise ImageError("give exactly one of bake_id (one bake) and older_than_minutes (stale bakes)")
-        if self.params.get("older_than_minutes") is not None and self.params["older_than_minutes"] < 1:
-            raise ImageError("older_than_minutes must be 1 or more")
+        validate_scope(self.bake_id, self.params.get("older_than_minutes"), "bake_id")
 
     def run(self):
         self.validate()
