@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import parse_time
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import parse_time
+from ansible_collections.burst.golden_ami.plugins.module_utils._files import read_json, write_json_atomic
 
 MANIFEST_BUILDER_TYPE = "amazon-ebs"
 
@@ -71,8 +71,7 @@ def render_manifest(manifest):
 def manifest_differs(path, manifest):
     """True when the file at ``path`` does not hold ``manifest`` already."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle) != json.loads(render_manifest(manifest))
+        return read_json(path, strict=True) != json.loads(render_manifest(manifest))
     except (OSError, ValueError):
         return True
 
@@ -82,13 +81,5 @@ def write_manifest(path, manifest, mode=0o644):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise OSError(f"Directory {directory} does not exist")
-    handle, tmp_path = tempfile.mkstemp(prefix=".manifest-", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(render_manifest(manifest))
-        os.chmod(tmp_path, mode)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
+    # The same text as render_manifest: indented, keys sorted, a final newline.
+    write_json_atomic(path, manifest, mode=mode, sync=False)

@@ -12,20 +12,20 @@ unless a write is forced (a change of state). Standard library only.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
+
+from ansible_collections.burst.golden_ami.plugins.module_utils._files import write_json_atomic
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
-def human(count):
-    """``count`` bytes for people: ``1.5 GiB``."""
+def human(count, decimals=1):
+    """``count`` bytes for people, in binary units: ``1.5 GiB`` (``decimals`` digits after the point)."""
     value = float(count)
     for unit in UNITS:
-        if value < 1024 or unit == UNITS[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        if abs(value) < 1024 or unit == UNITS[-1]:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.{decimals}f} {unit}"
         value /= 1024
     return f"{count} B"  # not reached
 
@@ -102,15 +102,6 @@ class ProgressFile:
 
 
 def write_json(path, document):
-    """Replace ``path`` with ``document`` atomically; a reader sees the old file or the new one, never half."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".progress-", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(document, stream, sort_keys=True)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Replace ``path`` with ``document`` atomically, creating its directory; readable by its owner only."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_json_atomic(path, document, mode=0o600, sync=False)

@@ -259,13 +259,15 @@ import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
-from ansible_collections.burst.golden_ami.plugins.module_utils._model_cache import (  # noqa: E402
-    HubSource,
+from ansible_collections.burst.golden_ami.plugins.module_utils._model_cache import ensure_model  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._model_record import (  # noqa: E402
     ModelCacheError,
+    url_secrets,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._model_sources import (  # noqa: E402
+    HubSource,
     S3Source,
     UrlSource,
-    ensure_model,
-    url_secrets,
 )
 
 # Whatever the caller's environment says, the download process must not be

@@ -165,14 +165,16 @@ labels:
 """
 
 import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
 import re  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.burst.golden_ami.plugins.module_utils._docker_engine import TAG_PATTERN  # noqa: E402
-from ansible_collections.burst.golden_ami.plugins.module_utils._model_cache import redact_url  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._model_record import (  # noqa: E402
+    ModelCacheError,
+    load_record,
+    redact_url,
+)
 from ansible_collections.burst.golden_ami.plugins.module_utils._oci import (  # noqa: E402
     OciError,
     Registry,
@@ -187,7 +189,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._registry_auth im
     credentials,
 )
 
-RECORD_NAME = ".burst-model.json"
+__all__ = ["build_and_push", "main"]
 
 
 def registries(module):
@@ -206,18 +208,12 @@ def registries(module):
     return client
 
 
-def load_record(model_dir):
-    path = os.path.join(model_dir, RECORD_NAME)
+def read_record(model_dir):
+    """The record model_cache wrote in ``model_dir``; OciError says what is wrong with it."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except FileNotFoundError as exc:
-        raise OciError(f"{model_dir} holds no model record ({RECORD_NAME}): install it with model_cache first") from exc
-    except ValueError as exc:
-        raise OciError(f"the model record {path} is not JSON: {exc}") from exc
-    if not isinstance(record, dict) or not isinstance(record.get("files"), list) or not record.get("version"):
-        raise OciError(f"the model record {path} is not one model_cache wrote")
-    return record
+        return load_record(model_dir, required=True)
+    except ModelCacheError as exc:
+        raise OciError(str(exc)) from exc
 
 
 def _counted(chunks, progress):
@@ -238,7 +234,7 @@ def _counted(chunks, progress):
 def build_and_push(params, client, check_mode=False, progress=None):
     """Build the image and push it (unless in check mode); ``progress`` (a ProgressFile) follows reads and uploads."""
     progress = progress or ProgressFile(None, "modelcar_image")
-    record = load_record(params["model_dir"])
+    record = read_record(params["model_dir"])
     revision = record.get("commit_sha") or record["version"]
     tag = params["tag"] or revision[:12]
     if not re.fullmatch(TAG_PATTERN, tag or ""):

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.burst.golden_ami.plugins.module_utils._model_record import RECORD_NAME
 from ansible_collections.burst.golden_ami.plugins.module_utils._oci import OciError, Registry, model_layers
-from ansible_collections.burst.golden_ami.plugins.modules.modelcar_image import RECORD_NAME, build_and_push
+from ansible_collections.burst.golden_ami.plugins.modules.modelcar_image import build_and_push
 
 pytestmark = pytest.mark.docker
 

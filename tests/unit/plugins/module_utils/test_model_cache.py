@@ -10,7 +10,11 @@ import stat
 import boto3
 import pytest
 
+from ansible_collections.burst.golden_ami.plugins.module_utils import _files as json_files
 from ansible_collections.burst.golden_ami.plugins.module_utils import _model_cache as mc
+from ansible_collections.burst.golden_ami.plugins.module_utils import _model_record as model_record
+from ansible_collections.burst.golden_ami.plugins.module_utils import _model_sources as model_sources
+from ansible_collections.burst.golden_ami.plugins.module_utils import _model_transfer as model_transfer
 from localworld.hub_mirror import STAND_IN_EMBEDDING
 
 LLM_SHARD = "model-00001-of-00002.safetensors"
@@ -40,7 +44,7 @@ def _lift_faults(hub):
 
 
 def hub_source(hub, repo_id=LLM, revision="main", **kwargs):
-    return mc.HubSource(repo_id, revision=revision, endpoint=hub.endpoint, **kwargs)
+    return model_sources.HubSource(repo_id, revision=revision, endpoint=hub.endpoint, **kwargs)
 
 
 def file_gets(records):
@@ -77,7 +81,7 @@ def test_select_files_defaults_keep_safetensors_configs_tokenizer_and_pooling():
         "tokenizer_config.json",
         "tf_model.h5",
     ]
-    assert mc.select_files(paths) == [
+    assert model_sources.select_files(paths) == [
         "1_Pooling/config.json",
         "config.json",
         "model.safetensors",
@@ -90,7 +94,7 @@ def test_select_files_defaults_keep_safetensors_configs_tokenizer_and_pooling():
 
 
 def test_select_files_falls_back_to_bin_without_safetensors():
-    assert mc.select_files(["config.json", "pytorch_model.bin", "onnx/model.onnx"]) == [
+    assert model_sources.select_files(["config.json", "pytorch_model.bin", "onnx/model.onnx"]) == [
         "config.json",
         "pytorch_model.bin",
     ]
@@ -98,24 +102,26 @@ def test_select_files_falls_back_to_bin_without_safetensors():
 
 def test_select_files_honours_given_patterns_and_folders():
     paths = ["a/x.json", "a/y.bin", "b/z.json", "model.safetensors"]
-    assert mc.select_files(paths, allow_patterns=["a/"]) == ["a/x.json", "a/y.bin"]
-    assert mc.select_files(paths, allow_patterns=["*.json"], ignore_patterns=["b/"]) == ["a/x.json"]
+    assert model_sources.select_files(paths, allow_patterns=["a/"]) == ["a/x.json", "a/y.bin"]
+    assert model_sources.select_files(paths, allow_patterns=["*.json"], ignore_patterns=["b/"]) == ["a/x.json"]
 
 
 def test_preflight_names_the_sizes_and_the_root(tmp_path):
-    with pytest.raises(mc.ModelCacheError, match=r"Not enough disk space for m under .*: 2\.00 GiB to download"):
+    with pytest.raises(
+        model_record.ModelCacheError, match=r"Not enough disk space for m under .*: 2\.00 GiB to download"
+    ):
         mc.preflight_disk(str(tmp_path), 2 << 30, 1 << 30, "m", free=2 << 30)
     assert mc.preflight_disk(str(tmp_path), 1 << 30, 1 << 30, "m", free=2 << 30) == 2 << 30
 
 
 def test_git_blob_sha1_matches_git():
     # `printf 'hello\n' | git hash-object --stdin`
-    assert mc.git_blob_sha1(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+    assert model_transfer.git_blob_sha1(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
 
 
 def test_progress_line_and_file(tmp_path):
     now = [100.0]
-    progress = mc.Progress("org--m", str(tmp_path / "p.json"), clock=lambda: now[0])
+    progress = model_transfer.Progress("org--m", str(tmp_path / "p.json"), clock=lambda: now[0])
     progress.plan(files_total=4, bytes_total=4 * MiB, bytes_done=MiB)
 
     class Writer:
@@ -139,8 +145,8 @@ def test_progress_line_and_file(tmp_path):
 
 @pytest.mark.parametrize("bad", ["../x", "/etc/passwd", ".burst-model.json", "a/../../b"])
 def test_remote_paths_cannot_escape_the_model(bad):
-    with pytest.raises(mc.ModelCacheError, match="refusing file path"):
-        mc.RemoteFile(bad, 1)
+    with pytest.raises(model_record.ModelCacheError, match="refusing file path"):
+        model_sources.RemoteFile(bad, 1)
 
 
 # ---------------------------------------------------------------------------
@@ -159,7 +165,7 @@ def test_hub_revision_is_pinned_recorded_and_read_only(hub, tmp_path):
     files = tree_files(target)
     expected = {"config.json", "generation_config.json", "model.safetensors.index.json", "special_tokens_map.json"}
     expected |= {"tokenizer.json", "tokenizer_config.json", LLM_SHARD, "model-00002-of-00002.safetensors"}
-    assert set(files) == expected | {mc.RECORD_NAME}
+    assert set(files) == expected | {model_record.RECORD_NAME}
     for path in expected:
         with open(files[path], "rb") as handle:
             assert hashlib.sha256(handle.read()).hexdigest() == v1.files[path].sha256, path
@@ -168,14 +174,14 @@ def test_hub_revision_is_pinned_recorded_and_read_only(hub, tmp_path):
     # The v1 config, not main's.
     assert json.loads((target / "config.json").read_text())["stand_in"]["ref"] == "v1"
 
-    record = json.loads((target / mc.RECORD_NAME).read_text())
+    record = json.loads((target / model_record.RECORD_NAME).read_text())
     assert record["source"] == "hub"
     assert record["repo_id"] == LLM
     assert record["revision"] == "v1"
     assert record["commit_sha"] == v1.sha
     by_path = {f["path"]: f for f in record["files"]}
-    assert by_path[LLM_SHARD]["verified_with"] == mc.VERIFY_LFS
-    assert by_path["config.json"]["verified_with"] == mc.VERIFY_GIT_BLOB
+    assert by_path[LLM_SHARD]["verified_with"] == model_sources.VERIFY_LFS
+    assert by_path["config.json"]["verified_with"] == model_sources.VERIFY_GIT_BLOB
     assert by_path[LLM_SHARD]["size"] == 3 * MiB
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["models"]["stand-in--mc-llm"] == record
@@ -221,17 +227,19 @@ def test_moving_to_another_revision_downloads_only_what_changed(hub, tmp_path):
     assert sorted(r.filename for r in file_gets(hub.requests(since=mark))) == ["config.json", "generation_config.json"]
     target = tmp_path / "stand-in--mc-llm"
     assert json.loads((target / "config.json").read_text())["stand_in"]["ref"] == "main"
-    assert mc.record_matches_local(str(target), mc.load_record(str(target)), verify_checksums=True)
+    assert model_record.record_matches_local(str(target), model_record.load_record(str(target)), verify_checksums=True)
 
 
 def test_corrupted_file_is_detected_deleted_and_named(hub, tmp_path):
     hub.corrupt(LLM, LLM_SHARD)
-    with pytest.raises(mc.ModelCacheError, match="checksum mismatch for %s: sha256 .*the file was deleted" % LLM_SHARD):
+    with pytest.raises(
+        model_record.ModelCacheError, match="checksum mismatch for %s: sha256 .*the file was deleted" % LLM_SHARD
+    ):
         mc.ensure_model(hub_source(hub), str(tmp_path))
     assert not (tmp_path / "stand-in--mc-llm").exists()
     staging = tmp_path / ".staging" / "stand-in--mc-llm"
     assert not (staging / LLM_SHARD).exists()
-    assert os.listdir(staging / mc.PARTIAL_DIR) == []
+    assert os.listdir(staging / model_record.PARTIAL_DIR) == []
     # Repaired source: the next run fetches only the file that failed.
     hub.corrupt(LLM, LLM_SHARD, enabled=False)
     mark = hub.mark()
@@ -252,14 +260,16 @@ def test_connection_dropped_mid_file_resumes_with_range(hub, tmp_path):
     assert gets[1].range == "bytes=%d-" % (11 * MiB)
     assert gets[1].status == 206
     assert result["changed"] is True
-    assert mc.record_matches_local(str(tmp_path / "stand-in--big-llm"), result["record"], verify_checksums=True)
+    assert model_record.record_matches_local(
+        str(tmp_path / "stand-in--big-llm"), result["record"], verify_checksums=True
+    )
 
 
 class _Crash(BaseException):
     """Stands for the process being killed in the middle of a file."""
 
 
-class _CrashingHubSource(mc.HubSource):
+class _CrashingHubSource(model_sources.HubSource):
     def fetch(self, remote, writer, resume_from, version):
         if remote.path != BIG_SHARD:
             return super().fetch(remote, writer, resume_from, version)
@@ -284,7 +294,7 @@ def test_interrupted_run_leaves_no_model_and_the_next_run_resumes(hub, tmp_path)
         mc.ensure_model(_CrashingHubSource(BIG, endpoint=hub.endpoint), str(tmp_path), max_workers=1)
     assert not (tmp_path / "stand-in--big-llm").exists()
     assert not (tmp_path / "manifest.json").exists()
-    partial_dir = tmp_path / ".staging" / "stand-in--big-llm" / mc.PARTIAL_DIR
+    partial_dir = tmp_path / ".staging" / "stand-in--big-llm" / model_record.PARTIAL_DIR
     parts = os.listdir(partial_dir)
     assert len(parts) == 1
     partial = os.path.getsize(partial_dir / parts[0])
@@ -300,25 +310,27 @@ def test_interrupted_run_leaves_no_model_and_the_next_run_resumes(hub, tmp_path)
     assert [(r.range, r.status) for r in gets] == [("bytes=%d-" % partial, 206)]
     assert not (tmp_path / "stand-in--big-llm" / "stale.bin").exists()
     assert 12 * MiB - partial <= result["downloaded_bytes"] < 12 * MiB - partial + 64 * 1024
-    assert mc.record_matches_local(str(tmp_path / "stand-in--big-llm"), result["record"], verify_checksums=True)
+    assert model_record.record_matches_local(
+        str(tmp_path / "stand-in--big-llm"), result["record"], verify_checksums=True
+    )
     assert not (tmp_path / ".staging" / "stand-in--big-llm").exists()
 
 
 def test_not_enough_disk_fails_before_any_download(hub, tmp_path):
     mark = hub.mark()
-    with pytest.raises(mc.ModelCacheError, match=r"Not enough disk space for stand-in--mc-llm \(8 files\)"):
+    with pytest.raises(model_record.ModelCacheError, match=r"Not enough disk space for stand-in--mc-llm \(8 files\)"):
         mc.ensure_model(hub_source(hub), str(tmp_path), free_space=5 * MiB)
     assert file_gets(hub.requests(since=mark)) == []
     assert not (tmp_path / "stand-in--mc-llm").exists()
     # The margin alone, on the real filesystem, without filling it.
-    with pytest.raises(mc.ModelCacheError, match="Not enough disk space"):
+    with pytest.raises(model_record.ModelCacheError, match="Not enough disk space"):
         mc.ensure_model(hub_source(hub), str(tmp_path), disk_margin=mc.free_bytes(str(tmp_path)))
 
 
 def test_unknown_repo_and_revision_are_named(hub, tmp_path):
-    with pytest.raises(mc.ModelCacheError, match="Hub repository stand-in/nope not found"):
+    with pytest.raises(model_record.ModelCacheError, match="Hub repository stand-in/nope not found"):
         mc.ensure_model(hub_source(hub, "stand-in/nope"), str(tmp_path))
-    with pytest.raises(mc.ModelCacheError, match="revision 'v9' not found in Hub repository stand-in/mc-llm"):
+    with pytest.raises(model_record.ModelCacheError, match="revision 'v9' not found in Hub repository stand-in/mc-llm"):
         mc.ensure_model(hub_source(hub, revision="v9"), str(tmp_path))
     assert not (tmp_path / "stand-in--mc-llm").exists()
 
@@ -326,7 +338,7 @@ def test_unknown_repo_and_revision_are_named(hub, tmp_path):
 def test_private_repo_needs_the_token_which_never_reaches_the_disk(hub, tmp_path):
     token = "hf_" + "s3cr3t" * 6
     hub.set_token(token, PRIVATE)
-    with pytest.raises(mc.ModelCacheError, match="not found \\(or private and no valid token was given\\)"):
+    with pytest.raises(model_record.ModelCacheError, match="not found \\(or private and no valid token was given\\)"):
         mc.ensure_model(hub_source(hub, PRIVATE), str(tmp_path))
     mark = hub.mark()
     result = mc.ensure_model(hub_source(hub, PRIVATE, token=token), str(tmp_path))
@@ -360,7 +372,7 @@ def test_local_damage_is_seen_with_verify_local(hub, tmp_path):
     repaired = mc.ensure_model(hub_source(hub, revision=sha), str(tmp_path), verify_checksums=True)
     assert repaired["changed"] is True
     assert repaired["downloaded_files"] == [LLM_SHARD]
-    assert mc.sha256_file(str(shard)) == hub.repo(LLM).commit(sha).files[LLM_SHARD].sha256
+    assert json_files.sha256_file(str(shard)) == hub.repo(LLM).commit(sha).files[LLM_SHARD].sha256
 
 
 def test_progress_file_follows_the_download(hub, tmp_path):
@@ -395,41 +407,41 @@ def test_s3_prefix_verified_by_checksum_map_or_computed(aws_env, tmp_path):
     _put(client, "e5/config.json", config)
     _put(client, "e5/tokenizer.json", tokenizer)
     _put(client, "e5/onnx/model.onnx", b"onnx")
-    source = mc.S3Source(
+    source = model_sources.S3Source(
         "models", "e5", sha256={"config.json": hashlib.sha256(config).hexdigest()}, region="eu-central-1"
     )
     result = mc.ensure_model(source, str(tmp_path))
     assert result["name"] == "e5"
     verified = {f["path"]: f["verified_with"] for f in result["files"]}
     assert verified == {
-        "config.json": mc.VERIFY_GIVEN,
-        "model.safetensors": mc.VERIFY_S3,
-        "tokenizer.json": mc.VERIFY_NONE,
+        "config.json": model_sources.VERIFY_GIVEN,
+        "model.safetensors": model_sources.VERIFY_S3,
+        "tokenizer.json": model_sources.VERIFY_NONE,
     }
     assert (tmp_path / "e5" / "model.safetensors").read_bytes() == weights
     assert mc.ensure_model(source, str(tmp_path))["changed"] is False
 
-    bad = mc.S3Source("models", "e5", sha256={"tokenizer.json": "0" * 64}, region="eu-central-1")
-    with pytest.raises(mc.ModelCacheError, match=r"checksum mismatch for tokenizer\.json"):
+    bad = model_sources.S3Source("models", "e5", sha256={"tokenizer.json": "0" * 64}, region="eu-central-1")
+    with pytest.raises(model_record.ModelCacheError, match=r"checksum mismatch for tokenizer\.json"):
         mc.ensure_model(bad, str(tmp_path), name="e5-bad")
     assert not (tmp_path / "e5-bad").exists()
-    with pytest.raises(mc.ModelCacheError, match="S3 bucket nope not found"):
-        mc.ensure_model(mc.S3Source("nope", "e5", region="eu-central-1"), str(tmp_path))
+    with pytest.raises(model_record.ModelCacheError, match="S3 bucket nope not found"):
+        mc.ensure_model(model_sources.S3Source("nope", "e5", region="eu-central-1"), str(tmp_path))
 
 
 def test_url_source_with_sha256(hub, tmp_path):
     item = hub.repo(LLM).commit("main").files[LLM_SHARD]
     url = "%s/%s/resolve/main/%s" % (hub.endpoint, LLM, LLM_SHARD)
-    result = mc.ensure_model(mc.UrlSource(url, item.sha256), str(tmp_path), name="shard")
+    result = mc.ensure_model(model_sources.UrlSource(url, item.sha256), str(tmp_path), name="shard")
     assert result["changed"] is True
-    assert mc.sha256_file(str(tmp_path / "shard" / LLM_SHARD)) == item.sha256
+    assert json_files.sha256_file(str(tmp_path / "shard" / LLM_SHARD)) == item.sha256
     mark = hub.mark()
-    assert mc.ensure_model(mc.UrlSource(url, item.sha256), str(tmp_path), name="shard")["changed"] is False
+    assert mc.ensure_model(model_sources.UrlSource(url, item.sha256), str(tmp_path), name="shard")["changed"] is False
     assert hub.requests(since=mark) == []
-    with pytest.raises(mc.ModelCacheError, match="checksum mismatch for %s" % LLM_SHARD):
-        mc.ensure_model(mc.UrlSource(url, "f" * 64), str(tmp_path), name="shard2")
-    with pytest.raises(mc.ModelCacheError, match="needs sha256 as 64 hex digits"):
-        mc.UrlSource(url, "abc")
+    with pytest.raises(model_record.ModelCacheError, match="checksum mismatch for %s" % LLM_SHARD):
+        mc.ensure_model(model_sources.UrlSource(url, "f" * 64), str(tmp_path), name="shard2")
+    with pytest.raises(model_record.ModelCacheError, match="needs sha256 as 64 hex digits"):
+        model_sources.UrlSource(url, "abc")
 
 
 # ---------------------------------------------------------------------------
@@ -444,10 +456,10 @@ def _fill(view, seed):
 
 def _direct_supported(path):
     probe = path / "probe"
-    with mc.PartFile(str(probe), buffer_size=mc.DIRECT_ALIGN) as handle:
+    with model_transfer.PartFile(str(probe), buffer_size=model_transfer.DIRECT_ALIGN) as handle:
         _fill(handle.read_buffer(), b"probe")
         handle.write(handle.read_buffer())
-        return handle.direct_bytes == mc.DIRECT_ALIGN
+        return handle.direct_bytes == model_transfer.DIRECT_ALIGN
 
 
 def test_part_file_writes_full_blocks_directly_and_the_rest_through_the_page_cache(tmp_path):
@@ -455,7 +467,7 @@ def test_part_file_writes_full_blocks_directly_and_the_rest_through_the_page_cac
     assert _direct_supported(tmp_path)
     path = tmp_path / "shard.part"
     expected = b""
-    with mc.PartFile(str(path), buffer_size=64 * 1024) as handle:
+    with model_transfer.PartFile(str(path), buffer_size=64 * 1024) as handle:
         view = handle.read_buffer()
         for seed in (b"a", b"b"):
             expected += _fill(view, seed)
@@ -478,7 +490,7 @@ def test_part_file_writes_full_blocks_directly_and_the_rest_through_the_page_cac
 def test_part_file_appends_to_what_is_there_and_rewinds(tmp_path):
     path = tmp_path / "resumed.part"
     path.write_bytes(b"x" * 4096)
-    with mc.PartFile(str(path), buffer_size=8192) as handle:
+    with model_transfer.PartFile(str(path), buffer_size=8192) as handle:
         assert handle.tell() == 4096
         view = handle.read_buffer()
         first = _fill(view, b"1")
@@ -501,7 +513,7 @@ def test_part_file_falls_back_when_the_filesystem_refuses_direct_writes(tmp_path
     real_pwrite = os.pwrite
     refused = []
 
-    with mc.PartFile(str(path), buffer_size=8192) as handle:
+    with model_transfer.PartFile(str(path), buffer_size=8192) as handle:
         direct_fd = handle._direct_fd
         assert direct_fd is not None
 
@@ -511,7 +523,7 @@ def test_part_file_falls_back_when_the_filesystem_refuses_direct_writes(tmp_path
                 raise OSError(22, "Invalid argument")
             return real_pwrite(fd, data, offset)
 
-        monkeypatch.setattr(mc.os, "pwrite", pwrite)
+        monkeypatch.setattr(model_transfer.os, "pwrite", pwrite)
         view = handle.read_buffer()
         expected = _fill(view, b"1")
         handle.write(view)
@@ -524,12 +536,12 @@ def test_part_file_falls_back_when_the_filesystem_refuses_direct_writes(tmp_path
 
 
 def test_part_file_passes_on_other_write_errors(tmp_path, monkeypatch):
-    with mc.PartFile(str(tmp_path / "full.part"), buffer_size=8192) as handle:
+    with model_transfer.PartFile(str(tmp_path / "full.part"), buffer_size=8192) as handle:
 
         def pwrite(fd, data, offset):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(mc.os, "pwrite", pwrite)
+        monkeypatch.setattr(model_transfer.os, "pwrite", pwrite)
         with pytest.raises(OSError, match="No space left"):
             handle.write(handle.read_buffer())
 
@@ -537,11 +549,11 @@ def test_part_file_passes_on_other_write_errors(tmp_path, monkeypatch):
 def test_stream_http_reads_into_the_part_file_buffer(hub, tmp_path):
     item = hub.repo(BIG).commit("main").files[BIG_SHARD]
     url = "%s/%s/resolve/main/%s" % (hub.endpoint, BIG, BIG_SHARD)
-    progress = mc.Progress("big")
-    with mc.PartFile(str(tmp_path / "big.part")) as handle:
-        writer = mc.HashingWriter(handle, 0, progress)
-        mc.stream_http(url, writer, 0, item.size)
+    progress = model_transfer.Progress("big")
+    with model_transfer.PartFile(str(tmp_path / "big.part")) as handle:
+        writer = model_transfer.HashingWriter(handle, 0, progress)
+        model_transfer.stream_http(url, writer, 0, item.size)
         # Every full 1 MiB block went straight to the disk; only the tail went through the page cache.
-        assert handle.direct_bytes == item.size - item.size % mc.READ_SIZE
+        assert handle.direct_bytes == item.size - item.size % model_transfer.READ_SIZE
     assert writer.sha256.hexdigest() == item.sha256
-    assert mc.sha256_file(str(tmp_path / "big.part")) == item.sha256
+    assert json_files.sha256_file(str(tmp_path / "big.part")) == item.sha256

@@ -14,6 +14,8 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.burst.golden_ami.plugins.module_utils import _model_cache as mc
+from ansible_collections.burst.golden_ami.plugins.module_utils import _model_record as model_record
+from ansible_collections.burst.golden_ami.plugins.module_utils import _model_sources as model_sources
 from ansible_collections.burst.golden_ami.plugins.modules import model_download
 
 
@@ -28,21 +30,24 @@ from ansible_collections.burst.golden_ami.plugins.modules import model_download
     ],
 )
 def test_redact_url(url, shown):
-    assert mc.redact_url(url) == shown
+    assert model_record.redact_url(url) == shown
 
 
 def test_url_secrets_are_every_part_redact_url_drops():
     url = "https://robot:pa55word@host.example/a.bin?sig=S1gnatur3&se=2026-01-01#tokenfrag"
-    found = mc.url_secrets(url)
+    found = model_record.url_secrets(url)
     assert {"sig=S1gnatur3&se=2026-01-01", "S1gnatur3", "2026-01-01", "tokenfrag", "pa55word", "robot"} <= set(found)
-    assert mc.url_secrets("https://host.example/a.bin") == []
+    assert model_record.url_secrets("https://host.example/a.bin") == []
 
 
 def test_clean_record_returns_the_same_record_when_clean():
     record = {"url": "https://h/a", "identity": {"url": "https://h/a"}}
-    assert mc.clean_record(record) is record
+    assert model_record.clean_record(record) is record
     dirty = {"url": "https://h/a?sig=s", "identity": {"source": "url", "url": "https://h/a?sig=s"}}
-    assert mc.clean_record(dirty) == {"url": "https://h/a", "identity": {"source": "url", "url": "https://h/a"}}
+    assert model_record.clean_record(dirty) == {
+        "url": "https://h/a",
+        "identity": {"source": "url", "url": "https://h/a"},
+    }
 
 
 class _Signed(BaseHTTPRequestHandler):
@@ -92,48 +97,50 @@ def _no_signature_in_tree(root, signature):
 def test_a_signed_url_downloads_and_is_recorded_bare(server, tmp_path):
     sha = hashlib.sha256(server.payload).hexdigest()
     signed = server.base + "?sig=" + server.signature
-    result = mc.ensure_model(mc.UrlSource(signed, sha), str(tmp_path), name="tiny", progress_path=str(tmp_path / "p"))
+    result = mc.ensure_model(
+        model_sources.UrlSource(signed, sha), str(tmp_path), name="tiny", progress_path=str(tmp_path / "p")
+    )
     assert result["changed"] is True
     assert result["record"]["url"] == server.base
     assert result["record"]["identity"]["url"] == server.base
     assert server.signature not in json.dumps(result)
     _no_signature_in_tree(tmp_path, server.signature)
     # A new signature for the same file is the same source: nothing to do.
-    again = mc.ensure_model(mc.UrlSource(server.base + "?sig=other", sha), str(tmp_path), name="tiny")
+    again = mc.ensure_model(model_sources.UrlSource(server.base + "?sig=other", sha), str(tmp_path), name="tiny")
     assert again["changed"] is False
 
 
 def test_a_record_written_with_the_query_string_is_rewritten_without_a_download(server, tmp_path):
     sha = hashlib.sha256(server.payload).hexdigest()
     signed = server.base + "?sig=" + server.signature
-    mc.ensure_model(mc.UrlSource(signed, sha), str(tmp_path), name="tiny")
+    mc.ensure_model(model_sources.UrlSource(signed, sha), str(tmp_path), name="tiny")
     # What an earlier version wrote: the signed URL in the record and in the manifest.
-    record_path = tmp_path / "tiny" / mc.RECORD_NAME
+    record_path = tmp_path / "tiny" / model_record.RECORD_NAME
     old = json.loads(record_path.read_text())
     old["url"] = signed
     old["identity"]["url"] = signed
     os.chmod(tmp_path / "tiny", 0o700)
     os.chmod(record_path, 0o644)
     record_path.write_text(json.dumps(old))
-    os.chmod(tmp_path / "tiny", mc.DIR_MODE)
-    manifest = json.loads((tmp_path / mc.MANIFEST_NAME).read_text())
+    os.chmod(tmp_path / "tiny", model_record.DIR_MODE)
+    manifest = json.loads((tmp_path / model_record.MANIFEST_NAME).read_text())
     manifest["models"]["tiny"] = old
     manifest["models"]["other"] = dict(old, name="other")
-    os.chmod(tmp_path / mc.MANIFEST_NAME, 0o644)
-    (tmp_path / mc.MANIFEST_NAME).write_text(json.dumps(manifest))
+    os.chmod(tmp_path / model_record.MANIFEST_NAME, 0o644)
+    (tmp_path / model_record.MANIFEST_NAME).write_text(json.dumps(manifest))
     hits = len(server.hits)
 
-    check = mc.ensure_model(mc.UrlSource(signed, sha), str(tmp_path), name="tiny", check_mode=True)
+    check = mc.ensure_model(model_sources.UrlSource(signed, sha), str(tmp_path), name="tiny", check_mode=True)
     assert check["changed"] is True
     assert server.signature in record_path.read_text()  # check mode changed nothing
 
-    result = mc.ensure_model(mc.UrlSource(signed, sha), str(tmp_path), name="tiny")
+    result = mc.ensure_model(model_sources.UrlSource(signed, sha), str(tmp_path), name="tiny")
     assert result["changed"] is True
     assert result["downloaded_bytes"] == 0
     assert len(server.hits) == hits  # no network call: the url's sha256 pins it
     _no_signature_in_tree(tmp_path, server.signature)
     assert oct(os.stat(tmp_path / "tiny").st_mode & 0o777) == "0o555"
-    assert mc.ensure_model(mc.UrlSource(signed, sha), str(tmp_path), name="tiny")["changed"] is False
+    assert mc.ensure_model(model_sources.UrlSource(signed, sha), str(tmp_path), name="tiny")["changed"] is False
 
 
 def test_the_module_masks_the_query_string_in_its_result(server, tmp_path, capsys):

@@ -271,8 +271,9 @@ class _Recorded(ProgressFile):
 
 def _fresh_image(registry, tmp_path):
     """An image whose layers no engine holds: random files packed by modelcar_image, pushed into ``registry``."""
+    from ansible_collections.burst.golden_ami.plugins.module_utils._model_record import RECORD_NAME
     from ansible_collections.burst.golden_ami.plugins.module_utils._oci import Registry
-    from ansible_collections.burst.golden_ami.plugins.modules.modelcar_image import RECORD_NAME, build_and_push
+    from ansible_collections.burst.golden_ami.plugins.modules.modelcar_image import build_and_push
 
     files = {f"shard-{index}.bin": os.urandom(2 * 1024 * 1024 + index) for index in range(3)}
     for name, data in files.items():

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.burst.golden_ami.plugins.module_utils import _model_cache as mc
+from ansible_collections.burst.golden_ami.plugins.module_utils import _model_record as model_record
 from ansible_collections.burst.golden_ami.plugins.modules import model_download
 
 REPO = "stand-in/md-llm"
@@ -68,7 +68,7 @@ def test_download_then_no_change_then_check_mode(hub, tmp_path, capsys):
     check = run_module(dict(args, revision="main"), capsys, check_mode=True)
     assert check["changed"] is True
     assert check["would_download"] == ["config.json", "generation_config.json"]
-    assert mc.load_record(str(tmp_path / "stand-in--md-llm"))["version"] == sha
+    assert model_record.load_record(str(tmp_path / "stand-in--md-llm"))["version"] == sha
 
 
 @pytest.mark.parametrize(
