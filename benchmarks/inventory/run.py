@@ -36,7 +36,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / ".venv" / "collections")]
 
 import boto3  # noqa: E402
 
-from ansible_collections.burst.golden_ami.plugins.module_utils._launch import probe_health_many  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._health import probe_health_many  # noqa: E402
 from localworld.health_stub import HealthStub  # noqa: E402
 from localworld.moto import MotoServer  # noqa: E402
 

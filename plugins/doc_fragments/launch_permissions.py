@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # The launch_permissions option of golden_ami and golden_ami_promote (module_utils/_images.py).
+    # The launch_permissions option of golden_ami and golden_ami_promote (module_utils/_params.py).
     DOCUMENTATION = r"""
 options:
   launch_permissions:

@@ -260,7 +260,6 @@ keyed_groups:
 import re  # noqa: E402
 import threading  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
 from functools import lru_cache  # noqa: E402
 
 try:
@@ -293,18 +292,23 @@ from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_ta
 from ansible_collections.amazon.aws.plugins.module_utils.transformation import ansible_dict_to_boto3_filter_list  # noqa: E402
 from ansible_collections.amazon.aws.plugins.plugin_utils.botocore import get_aws_connection_info  # noqa: E402
 from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase  # noqa: E402
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import default_retry  # noqa: E402
-from ansible_collections.burst.golden_ami.plugins.module_utils._launch import (  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import (  # noqa: E402
+    AwsError,
+    error_code,
+    paginate,
+    utcnow,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._health import (  # noqa: E402
     HEALTH_READY,
     HEALTH_STARTING,
     HEALTH_UNREACHABLE,
+    health_url,
+    probe_health_many,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._launch import (  # noqa: E402
     Launcher,
     LaunchError,
-    as_datetime,
-    error_code,
-    health_url,
-    image_version,
-    probe_health_many,
+    summarize_instance,
 )
 
 # Host name sources: aws_ec2's own table of DescribeInstances filter names and the instance fields they read,
@@ -612,22 +616,21 @@ class InventoryModule(AWSInventoryBase):
             self.fail_aws("Could not connect to AWS", exception=e)
 
     @staticmethod
-    def _describe_instances(client, filters):
+    def _describe_instances(client, region, filters):
         """Every page of one DescribeInstances query, with the collection's retry policy (throttling, 5xx)."""
-        paginator = client.get_paginator("describe_instances")
-        return default_retry()(
-            lambda: paginator.paginate(Filters=filters, PaginationConfig={"PageSize": 1000}).build_full_result()
-        )()
+        what = f"describe instances in {region}"
+        params = {"Filters": filters, "PaginationConfig": {"PageSize": 1000}}
+        return paginate(client, "describe_instances", what, error=LaunchError, **params)
 
     def _region_instances(self, client, region, queries):
         """The instances the include queries find and no exclude query finds, with their reservation's fields."""
         excluded = set()
         for filters in queries["exclude"]:
-            for reservation in self._describe_instances(client, filters).get("Reservations", []):
+            for reservation in self._describe_instances(client, region, filters).get("Reservations", []):
                 excluded.update(i["InstanceId"] for i in reservation.get("Instances", []))
         instances = []
         for filters in queries["include"]:
-            for reservation in self._describe_instances(client, filters).get("Reservations", []):
+            for reservation in self._describe_instances(client, region, filters).get("Reservations", []):
                 details = {
                     "OwnerId": reservation.get("OwnerId"),
                     "RequesterId": reservation.get("RequesterId", ""),
@@ -645,12 +648,10 @@ class InventoryModule(AWSInventoryBase):
         """Instances, their images and spot prices of one region, as plain data (cacheable)."""
         try:
             found = self._region_instances(client, region, queries)
-        except botocore.exceptions.ClientError as e:
-            if error_code(e) == "UnauthorizedOperation" and not settings["strict_permissions"]:
+        except LaunchError as e:
+            if error_code(e.exception) == "UnauthorizedOperation" and not settings["strict_permissions"]:
                 return {"region": region, "instances": [], "images": {}, "spot_prices": []}
-            raise LaunchError(f"Failed to describe instances in {region}: {e}", exception=e) from e
-        except botocore.exceptions.BotoCoreError as e:
-            raise LaunchError(f"Failed to describe instances in {region}: {e}", exception=e) from e
+            raise
         keep = settings["kept_fields"]
         instances = []
         for instance in found:
@@ -671,7 +672,7 @@ class InventoryModule(AWSInventoryBase):
             }
             try:
                 prices = launcher.spot_prices(pairs)
-            except LaunchError as e:
+            except AwsError as e:
                 self.warn(f"No spot prices for {region}: {e.message}")
         return {
             "region": region,
@@ -695,7 +696,7 @@ class InventoryModule(AWSInventoryBase):
             client, region = args
             try:
                 return self._query_region(client, region, queries, settings)
-            except LaunchError as e:
+            except AwsError as e:
                 with lock:
                     errors.append(e)
                 return None
@@ -794,16 +795,16 @@ class InventoryModule(AWSInventoryBase):
         fields.setdefault("tags", {})  # as aws_ec2: an instance without tags has an empty dict
         placement = fields.setdefault("placement", {})
         placement["region"] = region
-        market = "spot" if instance.get("InstanceLifecycle") == "spot" else "on-demand"
-        launched = as_datetime(instance.get("LaunchTime"))
+        # The facts burst_instance returns about an instance, under the names of the burst variables.
+        facts = summarize_instance(instance, image, settings["image_version_tag"], spot_price, now)
         burst_vars = {
             "burst_region": region,
-            "burst_market": market,
-            "burst_image_version": image_version(image, settings["image_version_tag"]),
-            "burst_image_name": (image or {}).get("Name"),
-            "burst_launch_time": launched.strftime("%Y-%m-%dT%H:%M:%SZ") if launched else None,
-            "burst_uptime_seconds": max(0, int((now - launched).total_seconds())) if launched else None,
-            "burst_spot_price": spot_price if market == "spot" else None,
+            "burst_market": facts["market"],
+            "burst_image_version": facts["image_version"],
+            "burst_image_name": facts["image_name"],
+            "burst_launch_time": facts["launch_time"],
+            "burst_uptime_seconds": facts["uptime_seconds"],
+            "burst_spot_price": facts["spot_price"],
         }
         return fields, burst_vars
 
@@ -848,7 +849,7 @@ class InventoryModule(AWSInventoryBase):
         all_names = settings["allow_duplicated_hosts"]
         var_prefix, var_suffix = settings["hostvars_prefix"] or "", settings["hostvars_suffix"] or ""
         prefix = settings["group_prefix"]
-        now = datetime.now(timezone.utc)
+        now = utcnow()
         self._groups_made = set()
         found = []
         for result in results:
@@ -962,7 +963,7 @@ class InventoryModule(AWSInventoryBase):
         if not was_cached:
             try:
                 results = self._query(settings)
-            except LaunchError as e:
+            except AwsError as e:
                 self.fail_aws(e.message, exception=e.exception)
         self._populate(results, settings)
         self.update_cached_result(path, cache, results)

@@ -24,27 +24,41 @@ from __future__ import annotations
 import json
 import time
 
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import (
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import (
+    BAKE_ID_TAG,
+    BAKE_STARTED_TAG,
     PREVIOUS_VALUES_TAG,
     STAGE_CANDIDATE,
     STAGE_PROMOTED,
     STAGE_PROMOTING,
     STAGE_TAG,
     TAG_VALUE_MAX,
-    ImageError,
+    AwsError,
     error_code,
-    image_snapshot_ids,
-    image_tags,
+    error_message,
     parse_time,
+    tag_filters,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._image_options import (
     validate_region_names,
     validate_ssm_parameter_name,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._images import (
+    ImageError,
+    Regions,
+    image_snapshot_ids,
+    image_tags,
+    tagged_id,
+)
 
 
-def _reason(error):
-    """An ImageError's message with AWS's error code, for a list of what was left."""
-    code = error_code(error.exception) if error.exception is not None else None
-    return f"{error.message} ({code})" if code else error.message
+def reason(error):
+    """An AwsError's message with AWS's message and error code, for a list of what was left."""
+    if error.exception is None:
+        return error.message
+    code = error_code(error.exception)
+    text = error.message if error.DETAIL else f"{error.message}: {error_message(error.exception)}"
+    return f"{text} ({code})" if code else text
 
 
 def validate_scope(bake_id, older_than_minutes, id_option):
@@ -55,44 +69,15 @@ def validate_scope(bake_id, older_than_minutes, id_option):
         raise ImageError("older_than_minutes must be 1 or more")
 
 
-class _Regions:
-    """What Promotion and Discard share: the APIs per region and the list of actions."""
-
-    def __init__(self, params, region, ec2, ssm, check_mode=False, sleep=time.sleep):
-        self.params = params
-        self.region = region
-        self._ec2_factory = ec2
-        self._ssm_factory = ssm
-        self._apis = {}
-        self._ssms = {}
-        self.check_mode = check_mode
-        self.sleep = sleep
-        self.actions = []
-
-    def ec2(self, region):
-        if region not in self._apis:
-            self._apis[region] = self._ec2_factory(region)
-        return self._apis[region]
-
-    def ssm(self, region):
-        if region not in self._ssms:
-            self._ssms[region] = self._ssm_factory(region)
-        return self._ssms[region]
-
-    def act(self, text):
-        self.actions.append(text)
+class _Regions(Regions):
+    """What Promotion and Discard share: the checked regions and the bake id tag."""
 
     def regions(self):
-        regions = []
-        for region in [self.region, *(self.params.get("regions") or [])]:
-            if region and region not in regions:
-                regions.append(region)
-        validate_region_names(regions)
-        return regions
+        return validate_region_names(super().regions())
 
     @property
     def build_tag(self):
-        return self.params.get("build_id_tag") or "BakeId"
+        return tagged_id(self.params, "build_id", BAKE_ID_TAG)[1]
 
 
 def previous_values(image):
@@ -266,17 +251,19 @@ class Discard(_Regions):
         if self.params.get("build_id"):
             return api.find_images(tags={self.build_tag: self.params["build_id"]})
         tags = {k: str(v) for k, v in (self.params.get("family_tags") or {}).items()}
-        started_tag = self.params.get("started_tag") or "BakeStarted"
+        started_tag = self.params.get("started_tag") or BAKE_STARTED_TAG
         cutoff = now - self.params["older_than_minutes"] * 60
         images = []
-        for image in api.find_images(tags=tags) if tags else api.describe_images(filters={"tag-key": [started_tag]}):
+        for image in (
+            api.find_images(tags=tags) if tags else api.describe_images(filters=tag_filters({started_tag: None}))
+        ):
             started = image_tags(image).get(started_tag)
             if not started or image.get("State") == "deregistered":
                 continue
             try:
                 if parse_time(started).timestamp() < cutoff:
                     images.append(image)
-            except ImageError:
+            except AwsError:
                 continue
         return images
 
@@ -313,7 +300,7 @@ class Discard(_Regions):
                         api.deregister_image(image_id)
                     except ImageError as e:
                         # The next image, and the next region, are still removed.
-                        left.append({"region": region, "resource": image_id, "reason": _reason(e)})
+                        left.append({"region": region, "resource": image_id, "reason": reason(e)})
                         keep_snapshots.update(image_snapshot_ids(image))
                         continue
                 deleted.append({"region": region, "image_id": image_id, "snapshot_ids": image_snapshot_ids(image)})
@@ -359,5 +346,5 @@ class Discard(_Regions):
         try:
             api.delete_snapshot(snapshot_id, attempts=self.params.get("snapshot_attempts") or 10, sleep=self.sleep)
         except ImageError as e:
-            return [{"region": region, "resource": snapshot_id, "reason": _reason(e)}]
+            return [{"region": region, "resource": snapshot_id, "reason": reason(e)}]
         return []

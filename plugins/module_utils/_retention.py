@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import parse_time
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import parse_time
 
 
 def plan_retention(images, now, keep_newest=None, max_age_days=None, protected=None):

@@ -287,19 +287,24 @@ def remaining_paths(absent, keep=()):
     return [path for path in expand(absent) if not _kept(path, keep)]
 
 
-def non_empty_files(empty):
-    """Files that should exist empty (or not at all) but hold bytes."""
-    found = []
-    for path in expand(empty):
+def _existing(patterns):
+    """Each path the globs match that exists, with its ``lstat`` (a link is not followed)."""
+    for path in expand(patterns):
         try:
-            st = os.lstat(path)
+            yield path, os.lstat(path)
         except FileNotFoundError:
             continue
-        if stat.S_ISREG(st.st_mode) and st.st_size > 0:
-            found.append(path)
-        elif stat.S_ISDIR(st.st_mode) and os.listdir(path):
-            found.append(path)
-    return found
+
+
+def _holds_bytes(st):
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
+def non_empty_files(empty):
+    """Files that should exist empty (or not at all) but hold bytes."""
+    return [
+        path for path, st in _existing(empty) if _holds_bytes(st) or (stat.S_ISDIR(st.st_mode) and os.listdir(path))
+    ]
 
 
 def _is_excluded(path, excludes):
@@ -508,15 +513,9 @@ def remove(patterns, keep=(), dry_run=False):
 
 def truncate(patterns, dry_run=False):
     """Empty every regular file the globs match that holds bytes; returns them."""
-    emptied = []
-    for path in expand(patterns):
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_size > 0:
-            emptied.append(path)
-            if not dry_run:
-                with open(path, "r+b") as handle:
-                    handle.truncate(0)
+    emptied = [path for path, st in _existing(patterns) if _holds_bytes(st)]
+    if not dry_run:
+        for path in emptied:
+            with open(path, "r+b") as handle:
+                handle.truncate(0)
     return emptied

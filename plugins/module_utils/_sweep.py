@@ -21,21 +21,33 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import (
-    AWS_ERRORS,
-    INSTANCE_STATES_IN_USE,
-    ImageError,
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import (
+    BAKE_ID_TAG,
+    BAKE_STARTED_TAG,
+    AwsError,
+    PollTimeout,
+    call,
     error_code,
+    filters,
     format_time,
+    paginate,
     parse_time,
+    poll_until,
+    tag_filters,
 )
-from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Discard, validate_scope
+from ansible_collections.burst.golden_ami.plugins.module_utils._images import (
+    INSTANCE_STATES_IN_USE,
+    image_tags,
+    tagged_id,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Discard, reason, validate_scope
 
 
 class Sweep:
     """Sweep one region (and the copy regions, for images). ``clients`` is a factory: (service, region) -> client.
 
-    The clients are expected to retry throttling themselves (amazon.aws's retrying wrapper, ``aws_retry=True``).
+    Every call goes through ``_aws.call`` / ``_aws.paginate`` (the collection's retry policy); every wait through
+    ``_aws.poll_until``.
     """
 
     def __init__(
@@ -49,6 +61,7 @@ class Sweep:
         self.check_mode = check_mode
         self.sleep = sleep
         self.clock = clock
+        self.bake_id, self.id_tag = tagged_id(params, "bake_id", BAKE_ID_TAG)
         self.removed = {"instances": [], "images": [], "security_groups": [], "key_pairs": [], "iam_roles": []}
         self.left = []
         self.actions = []
@@ -57,16 +70,8 @@ class Sweep:
     # -- selection
 
     @property
-    def bake_id(self):
-        return self.params.get("bake_id")
-
-    @property
-    def id_tag(self):
-        return self.params.get("bake_id_tag") or "BakeId"
-
-    @property
     def started_tag(self):
-        return self.params.get("started_tag") or "BakeStarted"
+        return self.params.get("started_tag") or BAKE_STARTED_TAG
 
     def cutoff(self):
         if self.bake_id:
@@ -75,11 +80,8 @@ class Sweep:
 
     def filters(self):
         if self.bake_id:
-            return [{"Name": f"tag:{self.id_tag}", "Values": [self.bake_id]}]
-        filters = [{"Name": "tag-key", "Values": [self.started_tag]}]
-        for key, value in (self.params.get("family_tags") or {}).items():
-            filters.append({"Name": f"tag:{key}", "Values": [str(value)]})
-        return filters
+            return tag_filters({self.id_tag: self.bake_id})
+        return tag_filters({self.started_tag: None, **(self.params.get("family_tags") or {})})
 
     def old_enough(self, tags):
         """True for this bake's resources, or for those whose bake started before the cutoff."""
@@ -90,7 +92,7 @@ class Sweep:
             return False
         try:
             return parse_time(started) < parse_time(self.cutoff())
-        except ImageError:
+        except AwsError:
             return False
 
     def in_family(self, tags):
@@ -112,10 +114,8 @@ class Sweep:
         for kind, step in steps:
             try:
                 step()
-            except ImageError as e:
-                self.leave(kind, self.region, "(all)", e.message)
-            except AWS_ERRORS as e:
-                self.leave(kind, self.region, "(all)", str(e))
+            except AwsError as e:
+                self.leave(kind, self.region, "(all)", reason(e))
         return {
             "changed": bool(self.actions),
             "removed": self.removed,
@@ -130,26 +130,23 @@ class Sweep:
         self.actions.append(text)
 
     def call(self, service, region, operation, **params):
-        return getattr(self.clients(service, region), operation)(aws_retry=True, **params)
+        what = f"{operation.replace('_', ' ')} in {region}"
+        return call(what, getattr(self.clients(service, region), operation), **params)
 
     def paginate(self, service, region, operation, key, **params):
-        client = self.clients(service, region)
-        raw = getattr(client, "client", client)
-        items = []
-        for page in raw.get_paginator(operation).paginate(**params):
-            items.extend(page.get(key, []))
-        return items
+        what = f"{operation.replace('_', ' ')} in {region}"
+        return paginate(self.clients(service, region), operation, what, **params).get(key, [])
 
     # -- kinds
 
     def instances(self):
-        filters = [*self.filters(), {"Name": "instance-state-name", "Values": list(INSTANCE_STATES_IN_USE)}]
-        reservations = self.paginate("ec2", self.region, "describe_instances", "Reservations", Filters=filters)
+        found = self.filters() + filters(instance_state_name=INSTANCE_STATES_IN_USE)
+        reservations = self.paginate("ec2", self.region, "describe_instances", "Reservations", Filters=found)
         ids = [
             i["InstanceId"]
             for r in reservations
             for i in r.get("Instances", [])
-            if self.old_enough(_tags(i)) and i["State"]["Name"] != "shutting-down"
+            if self.old_enough(image_tags(i)) and i["State"]["Name"] != "shutting-down"
         ]
         shutting = [
             i["InstanceId"]
@@ -165,25 +162,28 @@ class Sweep:
         if not self.check_mode and (ids or shutting) and self.params.get("wait", True):
             self.wait_terminated(ids + shutting)
 
+    def wait(self, probe):
+        """``poll_until(probe)`` within wait_timeout: the probe's last value, done or not."""
+        try:
+            return poll_until(probe, self.params.get("wait_timeout") or 600, 5, sleep=self.sleep, clock=self.clock)
+        except PollTimeout as e:
+            return e.value
+
     def wait_terminated(self, ids):
-        deadline = self.clock() + (self.params.get("wait_timeout") or 600)
-        while True:
+        def probe():
             result = self.paginate(
                 "ec2",
                 self.region,
                 "describe_instances",
                 "Reservations",
                 InstanceIds=ids,
-                Filters=[{"Name": "instance-state-name", "Values": [*INSTANCE_STATES_IN_USE]}],
+                Filters=filters(instance_state_name=INSTANCE_STATES_IN_USE),
             )
             pending = [i["InstanceId"] for r in result for i in r.get("Instances", [])]
-            if not pending:
-                return
-            if self.clock() >= deadline:
-                for instance_id in pending:
-                    self.leave("instances", self.region, instance_id, "still not terminated at the end of the wait")
-                return
-            self.sleep(5)
+            return not pending, pending
+
+        for instance_id in self.wait(probe):
+            self.leave("instances", self.region, instance_id, "still not terminated at the end of the wait")
 
     def images(self):
         params = {
@@ -206,7 +206,7 @@ class Sweep:
     def security_groups(self):
         groups = self.paginate("ec2", self.region, "describe_security_groups", "SecurityGroups", Filters=self.filters())
         for group in groups:
-            if not self.old_enough(_tags(group)):
+            if not self.old_enough(image_tags(group)):
                 continue
             group_id = group["GroupId"]
             self.act(f"delete security group {group_id} in {self.region}")
@@ -214,31 +214,32 @@ class Sweep:
                 self.removed["security_groups"].append(group_id)
                 continue
             # A group stays in use for a while after its instances terminated (their interfaces are released late).
-            deadline = self.clock() + (self.params.get("wait_timeout") or 600)
-            while True:
-                try:
-                    self.call("ec2", self.region, "delete_security_group", GroupId=group_id)
-                    self.removed["security_groups"].append(group_id)
-                    break
-                except AWS_ERRORS as e:
-                    if error_code(e) == "InvalidGroup.NotFound":
-                        break
-                    if error_code(e) != "DependencyViolation" or self.clock() >= deadline:
-                        self.leave("security_groups", self.region, group_id, str(e))
-                        break
-                self.sleep(5)
+            error = self.wait(lambda group_id=group_id: self.delete_security_group(group_id))
+            if error is not None:
+                self.leave("security_groups", self.region, group_id, reason(error))
+
+    def delete_security_group(self, group_id):
+        """A probe for ``wait``: (done, the error that stops it or None)."""
+        try:
+            self.call("ec2", self.region, "delete_security_group", GroupId=group_id)
+        except AwsError as e:
+            if error_code(e.exception) == "InvalidGroup.NotFound":
+                return True, None
+            return error_code(e.exception) != "DependencyViolation", e
+        self.removed["security_groups"].append(group_id)
+        return True, None
 
     def key_pairs(self):
         result = self.call("ec2", self.region, "describe_key_pairs", Filters=self.filters())
         for key in result.get("KeyPairs", []):
-            if not self.old_enough(_tags(key)):
+            if not self.old_enough(image_tags(key)):
                 continue
             self.act(f"delete key pair {key['KeyName']} in {self.region}")
             if not self.check_mode:
                 try:
                     self.call("ec2", self.region, "delete_key_pair", KeyName=key["KeyName"])
-                except AWS_ERRORS as e:
-                    self.leave("key_pairs", self.region, key["KeyName"], str(e))
+                except AwsError as e:
+                    self.leave("key_pairs", self.region, key["KeyName"], reason(e))
                     continue
             self.removed["key_pairs"].append(key["KeyName"])
 
@@ -260,8 +261,8 @@ class Sweep:
                 continue
             try:
                 self.delete_role(name)
-            except AWS_ERRORS as e:
-                self.leave("iam_roles", "global", name, str(e))
+            except AwsError as e:
+                self.leave("iam_roles", "global", name, reason(e))
                 continue
             self.removed["iam_roles"].append(name)
         # A profile whose role is gone already (an earlier sweep stopped half way).
@@ -275,8 +276,8 @@ class Sweep:
             if not self.check_mode:
                 try:
                     self.call("iam", self.region, "delete_instance_profile", InstanceProfileName=name)
-                except AWS_ERRORS as e:
-                    self.leave("iam_roles", "global", name, str(e))
+                except AwsError as e:
+                    self.leave("iam_roles", "global", name, reason(e))
 
     def delete_role(self, name):
         self.act(f"delete IAM role {name}, its policies and instance profiles")
@@ -300,7 +301,3 @@ class Sweep:
         for policy in self.call("iam", self.region, "list_attached_role_policies", RoleName=name)["AttachedPolicies"]:
             self.call("iam", self.region, "detach_role_policy", RoleName=name, PolicyArn=policy["PolicyArn"])
         self.call("iam", self.region, "delete_role", RoleName=name)
-
-
-def _tags(resource):
-    return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}

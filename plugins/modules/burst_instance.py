@@ -13,7 +13,8 @@ short_description: Launch or terminate burst instances from the golden image
 version_added: 0.1.0
 description:
   - Launches O(count) instances from the golden image, found by id, by SSM parameter, or as the newest image of
-    a family (a tag, or a name prefix).
+    a family (a name prefix and/or tags). A bake's candidates (C(ImageStage) V(candidate) or V(promoting)) are not
+    part of a family, they are not verified yet.
   - Spot by default, with a maximum price. The instance types of O(instance_types) and the subnets of
     O(subnet_ids) are tried in order when EC2 has no capacity (C(InsufficientInstanceCapacity),
     C(SpotMaxPriceTooLow), an instance type the zone does not offer...); with O(spot_fallback_on_demand),
@@ -63,23 +64,30 @@ options:
     type: str
   image_family:
     description:
-      - Launch the newest available image of a family.
+      - Launch the newest available image of a family, as M(burst.golden_ami.golden_ami_prune) selects a family.
     type: dict
     suboptions:
-      tag_key:
-        description: Tag the images of the family carry.
-        type: str
-      tag_value:
-        description: Value of O(image_family.tag_key); any value when not given.
-        type: str
       name_prefix:
         description: Start of the names of the images of the family, for example C(osmose-burst-golden-v).
         type: str
+      tags:
+        description:
+          - Tags every image of the family carries; a null value matches any value of the tag.
+          - Combined with O(image_family.name_prefix) when both are given.
+        type: dict
       owners:
         description: Owners of the images (account ids, V(self), V(amazon)).
         type: list
         elements: str
         default: [self]
+      tag_key:
+        description:
+          - Deprecated, use O(image_family.tags). A tag the images of the family carry.
+          - Cannot be combined with O(image_family.name_prefix).
+        type: str
+      tag_value:
+        description: Deprecated, use O(image_family.tags). Value of O(image_family.tag_key); any value when not given.
+        type: str
   image_version_tag:
     description:
       - Image tag that holds the golden image version, returned as RV(instances[].image_version).
@@ -170,40 +178,6 @@ options:
     description:
       - Shell commands added to the user data after the EFS mount and before the startup script.
     type: str
-  root_volume:
-    description:
-      - Options of the root volume. The image's root device and snapshot are kept.
-    type: dict
-    suboptions:
-      size:
-        description: Size in GiB, at least the size of the image's snapshot.
-        type: int
-      volume_type:
-        description: EBS volume type.
-        type: str
-        choices: [gp2, gp3, io1, io2, st1, sc1, standard]
-      iops:
-        description: Provisioned IOPS (gp3, io1, io2).
-        type: int
-      throughput:
-        description: Throughput in MiB/s (gp3 only).
-        type: int
-      encrypted:
-        description: Encrypt the volume.
-        type: bool
-      kms_key_id:
-        description: KMS key for the encryption.
-        type: str
-      initialization_rate:
-        description:
-          - Provisioned volume initialization rate, 100 to 300 MiB/s (RunInstances' C(VolumeInitializationRate)).
-          - The snapshot's blocks are then fetched at that rate instead of lazily on first read, so that the first
-            model load is not slowed down. Billed by AWS.
-        type: int
-      delete_on_termination:
-        description: Delete the volume with the instance.
-        type: bool
-        default: true
   metadata_hop_limit:
     description:
       - IMDSv2 response hop limit; 2 lets containers reach the instance metadata.
@@ -251,21 +225,19 @@ options:
       - A file (JSON with a C(line)) rewritten while the module waits for the instances to run and to be healthy,
         for M(burst.golden_ami.job_progress) to print when the module runs asynchronously.
     type: path
-extends_documentation_fragment:
-  - amazon.aws.common.modules
-  - amazon.aws.region.modules
-  - amazon.aws.boto3
 attributes:
-  check_mode:
-    support: full
-    description: Finds the image and the existing instances and reports whether it would launch or terminate.
-  diff_mode:
-    support: none
-    description: Returns no diff; RV(launched_ids) and RV(attempts) say what was done.
   idempotent:
     support: full
     description: With O(job_id), a second run launches nothing; terminating what is gone changes nothing.
+extends_documentation_fragment:
+  - burst.golden_ami.aws
+  - burst.golden_ami.ebs_volume.root_volume
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
 notes:
+  - Check mode finds the image and the existing instances and reports whether the module would launch or
+    terminate; RV(launched_ids) and RV(attempts) say what was done.
   - Spot instances are one-time requests that terminate on interruption.
   - The user data goes to /var/log/burst-user-data.log on the instance.
 """
@@ -437,23 +409,39 @@ attempts:
       type: str
 """
 
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import (  # noqa: E402
+    MODE_BURST,
+    MODE_TAG,
+    VERSION_TAG,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._health import health_url, wait_healthy  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
+    ImageError,
+    ImageFamily,
+    image_version,
+)
 from ansible_collections.burst.golden_ami.plugins.module_utils._launch import (  # noqa: E402
     ImageRef,
     Launcher,
     LaunchError,
     LaunchRequest,
     RootVolume,
-    build_user_data,
-    default_retry,
-    health_url,
-    image_version,
     summarize_instance,
-    wait_healthy,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._params import (  # noqa: E402
+    aws_module,
+    ebs_volume_options,
+    image_family_option,
+    run_or_fail,
+    string_list,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._progress import ProgressFile  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._user_data import (  # noqa: E402
+    DEFAULT_STARTUP_SCRIPT,
+    build_user_data,
+)
 
-BURST_TAGS = {"Mode": "Burst"}
+BURST_TAGS = {MODE_TAG: MODE_BURST}
 
 
 class BurstInstances:
@@ -472,18 +460,20 @@ class BurstInstances:
         return {self.params["job_id_tag"]: job_id} if job_id else {}
 
     def _image_ref(self):
-        family = self.params.get("image_family") or {}
-        family_tag = {family["tag_key"]: family.get("tag_value")} if family.get("tag_key") else None
-        if family and family.get("tag_key") and family.get("name_prefix"):
-            raise LaunchError("image_family: give tag_key or name_prefix, not both")
-        if family and not family.get("tag_key") and not family.get("name_prefix"):
-            raise LaunchError("image_family needs tag_key or name_prefix")
+        option = self.params.get("image_family")
+        family = None
+        if option:
+            legacy = {option["tag_key"]: option.get("tag_value")} if option.get("tag_key") else None
+            if legacy and option.get("name_prefix"):
+                raise LaunchError("image_family: give the deprecated tag_key or name_prefix, not both (tags combine)")
+            try:
+                family = ImageFamily.from_option(option, legacy_tags=legacy)
+            except ImageError as e:
+                raise LaunchError(f"image_family: {e.message}") from None
         return ImageRef(
             image_id=self.params.get("image_id"),
             ssm_parameter=self.params.get("image_ssm_parameter"),
-            family_tag=family_tag,
-            name_prefix=family.get("name_prefix"),
-            owners=family.get("owners") or ["self"],
+            family=family,
         )
 
     def _user_data(self):
@@ -501,17 +491,8 @@ class BurstInstances:
         )
 
     def _root_volume(self):
-        options = self.params.get("root_volume") or {}
-        return RootVolume(
-            size=options.get("size"),
-            volume_type=options.get("volume_type"),
-            iops=options.get("iops"),
-            throughput=options.get("throughput"),
-            encrypted=options.get("encrypted"),
-            kms_key_id=options.get("kms_key_id"),
-            initialization_rate=options.get("initialization_rate"),
-            delete_on_termination=options.get("delete_on_termination", True),
-        )
+        """The root_volume option: its suboptions are RootVolume's arguments."""
+        return RootVolume(**(self.params.get("root_volume") or {}))
 
     def _request(self):
         if not self.params.get("instance_types"):
@@ -621,6 +602,7 @@ class BurstInstances:
 
 
 def argument_spec():
+    deprecated = dict(removed_in_version="1.0.0", removed_from_collection="burst.golden_ami")
     return dict(
         state=dict(type="str", choices=["present", "absent"], default="present"),
         count=dict(type="int", default=1),
@@ -628,26 +610,22 @@ def argument_spec():
         job_id_tag=dict(type="str", default="BurstJobId"),
         image_id=dict(type="str"),
         image_ssm_parameter=dict(type="str"),
-        image_family=dict(
-            type="dict",
-            options=dict(
-                tag_key=dict(type="str", no_log=False),
-                tag_value=dict(type="str"),
-                name_prefix=dict(type="str"),
-                owners=dict(type="list", elements="str", default=["self"]),
-            ),
+        image_family=image_family_option(
+            owners=dict(type="list", elements="str", default=["self"]),
+            tag_key=dict(type="str", no_log=False, **deprecated),
+            tag_value=dict(type="str", **deprecated),
         ),
-        image_version_tag=dict(type="str", default="Version"),
+        image_version_tag=dict(type="str", default=VERSION_TAG),
         instance_types=dict(type="list", elements="str"),
-        subnet_ids=dict(type="list", elements="str", default=[]),
-        security_group_ids=dict(type="list", elements="str", default=[]),
+        subnet_ids=string_list(),
+        security_group_ids=string_list(),
         key_name=dict(type="str", no_log=False),
         iam_instance_profile=dict(type="str"),
         market=dict(type="str", choices=["spot", "on-demand"], default="spot"),
         spot_max_price=dict(type="str"),
         spot_fallback_on_demand=dict(type="bool", default=False),
         tags=dict(type="dict", default={}),
-        startup_script=dict(type="str", default="/opt/burst/startup.sh"),
+        startup_script=dict(type="str", default=DEFAULT_STARTUP_SCRIPT),
         job_command=dict(type="str"),
         terminate_after_job=dict(type="bool", default=True),
         max_lifetime=dict(type="int", default=120),
@@ -662,19 +640,14 @@ def argument_spec():
         extra_user_data=dict(type="str"),
         root_volume=dict(
             type="dict",
-            options=dict(
+            options=ebs_volume_options(
                 size=dict(type="int"),
-                volume_type=dict(type="str", choices=["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"]),
-                iops=dict(type="int"),
-                throughput=dict(type="int"),
-                encrypted=dict(type="bool"),
-                kms_key_id=dict(type="str", no_log=False),
                 initialization_rate=dict(type="int"),
                 delete_on_termination=dict(type="bool", default=True),
             ),
         ),
         metadata_hop_limit=dict(type="int", default=2),
-        instance_ids=dict(type="list", elements="str", default=[]),
+        instance_ids=string_list(),
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=600),
         health_url=dict(type="str"),
@@ -686,27 +659,22 @@ def argument_spec():
 
 
 def main():
-    module = AnsibleAWSModule(
-        argument_spec=argument_spec(),
-        supports_check_mode=True,
+    module = aws_module(
+        argument_spec(),
         mutually_exclusive=[("image_id", "image_ssm_parameter", "image_family")],
         required_if=[("state", "present", ("image_id", "image_ssm_parameter", "image_family"), True)],
     )
-    if not module.region:
-        module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
-    retry = default_retry()
-    ec2 = module.client("ec2", retry_decorator=retry)
-    ssm = module.client("ssm", retry_decorator=retry) if module.params.get("image_ssm_parameter") else None
+    ec2 = module.client("ec2")
+    ssm = module.client("ssm") if module.params.get("image_ssm_parameter") else None
     launcher = Launcher(ec2, ssm, region=module.region)
     logic = BurstInstances(module.params, launcher, check_mode=module.check_mode)
-    try:
-        result = logic.present() if module.params["state"] == "present" else logic.absent()
-    except LaunchError as e:
-        extra = {"attempts": [a.as_dict() for a in e.attempts]}
-        if e.exception is not None:
-            module.fail_json_aws(e.exception, msg=e.message, **extra)
-        module.fail_json(msg=e.message, **extra)
+    run = logic.present if module.params["state"] == "present" else logic.absent
+    result = run_or_fail(module, run, attempts=_attempts)
     module.exit_json(**result)
+
+
+def _attempts(error):
+    return [a.as_dict() for a in getattr(error, "attempts", [])]
 
 
 if __name__ == "__main__":

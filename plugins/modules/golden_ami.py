@@ -64,46 +64,6 @@ options:
       - Do not stop the instance before capturing it. The file systems may then be inconsistent.
     type: bool
     default: false
-  block_devices:
-    description:
-      - Overrides of the block device mappings of the image.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      device_name:
-        description: Device name, for example C(/dev/sda1).
-        type: str
-        required: true
-      volume_size:
-        description: Size in GiB.
-        type: int
-      volume_type:
-        description: EBS volume type.
-        type: str
-        choices: [gp2, gp3, io1, io2, st1, sc1, standard]
-      iops:
-        description: Provisioned IOPS (gp3, io1, io2).
-        type: int
-      throughput:
-        description: Throughput in MiB/s (gp3 only).
-        type: int
-      encrypted:
-        description: Encrypt the snapshot.
-        type: bool
-      kms_key_id:
-        description: KMS key for the encryption; needs O(block_devices[].encrypted=true).
-        type: str
-      delete_on_termination:
-        description: Delete the volume when the instance terminates.
-        type: bool
-      snapshot_id:
-        description: Snapshot to create the volume from.
-        type: str
-      no_device:
-        description: Leave this device out of the image.
-        type: bool
-        default: false
   boot_mode:
     description:
       - Boot mode of the image. CreateImage can only override the instance's boot mode to C(uefi);
@@ -198,20 +158,11 @@ options:
         its snapshots, for M(burst.golden_ami.job_progress) to print when the module runs asynchronously.
     type: path
 extends_documentation_fragment:
-  - burst.golden_ami.launch_permissions
+  - burst.golden_ami.aws.publish
+  - burst.golden_ami.ebs_volume.block_devices
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
-attributes:
-  check_mode:
-    support: full
-    description: Reports what would be created, tagged, copied, published and written, and does nothing.
-  diff_mode:
-    support: none
-    description: Returns no diff; the C(actions) list says what changed.
-  idempotent:
-    support: full
-    description: A second run with the same options changes nothing.
 notes:
   - Deprecation uses EnableImageDeprecation, which some AWS emulators do not implement; the module then
     fails and says so rather than skipping it.
@@ -313,29 +264,36 @@ actions:
   sample: ["create image burst-golden-v1.0 from i-0123456789abcdef0 in eu-central-1"]
 """
 
-import hashlib  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
-    LAUNCH_PERMISSIONS_OPTION,
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import (  # noqa: E402
+    BASE_IMAGE_TAG,
+    BUILD_ID_TAG,
+    SOURCE_IMAGE_TAG,
+    SOURCE_REGION_TAG,
     STAGE_CANDIDATE,
     STAGE_PROMOTED,
     STAGE_PROMOTING,
     STAGE_TAG,
-    ImageError,
+    VERSION_TAG,
+    client_token,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._image_options import (  # noqa: E402
     block_device_mappings,
     deprecation_time,
-    fail_module,
-    image_snapshot_ids,
-    image_tags,
-    region_factories,
     same_time,
-    summarize_image,
     validate_image_name,
     validate_region_names,
     validate_ssm_parameter_name,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
+    ImageError,
+    Regions,
+    image_snapshot_ids,
+    image_tags,
+    summarize_image,
+    tagged_id,
     wait_for_images,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._manifest import (  # noqa: E402
@@ -343,64 +301,50 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._manifest import 
     manifest_differs,
     write_manifest,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._params import (  # noqa: E402
+    LAUNCH_PERMISSIONS_OPTION,
+    aws_module,
+    ebs_volume_options,
+    region_factories,
+    run_or_fail,
+    string_list,
+)
 from ansible_collections.burst.golden_ami.plugins.module_utils._progress import ProgressFile  # noqa: E402
-
-# Tags this module sets besides the user's: the base image of the instance, and on copies their origin.
-BASE_IMAGE_TAG = "BaseImageId"
 
 
 def copy_client_token(source_image_id, region, name):
-    """The same copy request always carries the same token (64 characters at most)."""
-    return hashlib.sha256(f"{source_image_id}:{region}:{name}".encode()).hexdigest()[:64]
+    """The same copy request always carries the same token."""
+    return client_token("copy", source_image_id, region, name)
 
 
-class GoldenAmi:
+class GoldenAmi(Regions):
     """Capture, converge, copy and publish one golden image. Needs no Ansible to run.
 
     ``ec2`` and ``ssm`` are factories: region -> ImageApi / ParameterApi.
     """
 
     def __init__(self, params, region, ec2, ssm, check_mode=False, warn=None, sleep=time.sleep, clock=time.monotonic):
-        self.params = params
-        self.region = region
-        self._ec2_factory = ec2
-        self._ssm_factory = ssm
-        self._apis = {}
-        self.check_mode = check_mode
+        super().__init__(params, region, ec2, ssm, check_mode=check_mode, sleep=sleep)
         self.warn = warn or (lambda message: None)
-        self.sleep = sleep
         self.clock = clock
         self.changed = False
-        self.actions = []
+        self.build_id, self.build_id_tag = tagged_id(params, "build_id", BUILD_ID_TAG)
         self.base_image = None
         self._progress = None
         self._started = clock()
 
     # -- helpers
 
-    def ec2(self, region):
-        if region not in self._apis:
-            self._apis[region] = self._ec2_factory(region)
-        return self._apis[region]
-
     def act(self, text):
         self.changed = True
-        self.actions.append(text)
-
-    @property
-    def build_id(self):
-        return self.params.get("build_id")
-
-    @property
-    def build_id_tag(self):
-        return self.params.get("build_id_tag") or "BuildId"
+        super().act(text)
 
     def wanted_tags(self):
         tags = {}
         if self.build_id:
             tags[self.build_id_tag] = self.build_id
         if self.params.get("version"):
-            tags["Version"] = self.params["version"]
+            tags[VERSION_TAG] = self.params["version"]
         if self.base_image:
             tags[BASE_IMAGE_TAG] = self.base_image
         if self.params.get("stage") == STAGE_CANDIDATE:
@@ -551,7 +495,7 @@ class GoldenAmi:
         return self.result(source["ImageId"], summaries, ssm_parameters, manifest)
 
     def copy_tags(self, source):
-        return dict(self.wanted_tags(), SourceImageId=source["ImageId"], SourceRegion=self.region)
+        return dict(self.wanted_tags(), **{SOURCE_IMAGE_TAG: source["ImageId"], SOURCE_REGION_TAG: self.region})
 
     def plan_new_image(self, existing_copies):
         name = self.params["name"]
@@ -671,7 +615,7 @@ class GoldenAmi:
             return {}
         published = {}
         for region, summary in summaries.items():
-            ssm = self._ssm_factory(region)
+            ssm = self.ssm(region)
             if ssm.get_value(name) != summary["image_id"]:
                 self.act(f"publish {summary['image_id']} to SSM parameter {name} in {region}")
                 if not self.check_mode:
@@ -720,7 +664,7 @@ def main():
         name=dict(type="str", required=True),
         version=dict(type="str"),
         build_id=dict(type="str"),
-        build_id_tag=dict(type="str", default="BuildId"),
+        build_id_tag=dict(type="str", default=BUILD_ID_TAG),
         instance_id=dict(type="str"),
         description=dict(type="str"),
         no_reboot=dict(type="bool", default=False),
@@ -728,14 +672,9 @@ def main():
             type="list",
             elements="dict",
             default=[],
-            options=dict(
+            options=ebs_volume_options(
                 device_name=dict(type="str", required=True),
                 volume_size=dict(type="int"),
-                volume_type=dict(type="str", choices=["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"]),
-                iops=dict(type="int"),
-                throughput=dict(type="int"),
-                encrypted=dict(type="bool"),
-                kms_key_id=dict(type="str", no_log=False),
                 delete_on_termination=dict(type="bool"),
                 snapshot_id=dict(type="str"),
                 no_device=dict(type="bool", default=False),
@@ -749,7 +688,7 @@ def main():
         deprecate_after_days=dict(type="int"),
         launch_permissions=LAUNCH_PERMISSIONS_OPTION,
         stage=dict(type="str", choices=["candidate", "published"], default="published"),
-        copy_regions=dict(type="list", elements="str", default=[]),
+        copy_regions=string_list(),
         copy_kms_key_ids=dict(type="dict", default={}, no_log=False),
         copy_encrypted=dict(type="bool", default=False),
         ssm_parameter=dict(type="str"),
@@ -760,25 +699,13 @@ def main():
         wait_poll_interval=dict(type="int", default=15),
         progress_file=dict(type="path"),
     )
-    module = AnsibleAWSModule(
-        argument_spec=argument_spec,
-        supports_check_mode=True,
-        mutually_exclusive=[("deprecate_at", "deprecate_after_days")],
-    )
-    region = module.region
-    if not region:
-        module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
-    ec2, ssm = region_factories(module)
-
+    module = aws_module(argument_spec, mutually_exclusive=[("deprecate_at", "deprecate_after_days")])
     params = dict(module.params)
     if params.get("manifest_path"):
         params["manifest_path"] = os.path.abspath(params["manifest_path"])
-    build = GoldenAmi(params, region, ec2, ssm, check_mode=module.check_mode, warn=module.warn)
-    try:
-        result = build.run()
-    except ImageError as e:
-        fail_module(module, e, actions=build.actions)
-    module.exit_json(**result)
+    ec2, ssm = region_factories(module)
+    build = GoldenAmi(params, module.region, ec2, ssm, check_mode=module.check_mode, warn=module.warn)
+    module.exit_json(**run_or_fail(module, build.run, actions=build.actions))
 
 
 if __name__ == "__main__":

@@ -37,55 +37,15 @@ options:
       - Tag key that holds the bake id.
     type: str
     default: BakeId
-  older_than_minutes:
-    description:
-      - Remove the unpromoted images of every bake whose O(started_tag) is older than this (a sweep of stale bakes).
-    type: int
-  started_tag:
-    description:
-      - Tag key that holds the time (ISO 8601, UTC) at which a bake started.
-    type: str
-    default: BakeStarted
-  family_tags:
-    description:
-      - With O(older_than_minutes), only images carrying all these tags (a family of bakes).
-    type: dict
-    default: {}
-  regions:
-    description:
-      - Regions to search besides the module's region (the copy regions).
-    type: list
-    elements: str
-    default: []
-  protect_ssm_parameters:
-    description:
-      - SSM parameters whose image, in each region, is never removed unless a value to put back was recorded.
-    type: list
-    elements: str
-    default: []
-  fail_on_left:
-    description:
-      - Fail when anything could not be removed (listed in C(left)).
-    type: bool
-    default: true
 extends_documentation_fragment:
+  - burst.golden_ami.aws.bake_removal
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
-attributes:
-  check_mode:
-    support: full
-    description: Lists what would be removed and restored, and changes nothing.
-  diff_mode:
-    support: none
-    description: Returns no diff; C(deleted) and C(restored) say what changed.
-  idempotent:
-    support: full
-    description: A second run finds nothing left to remove.
 """
 
 EXAMPLES = r"""
-- name: Remove the candidates of a failed bake in every region
+- name: Remove the candidate images of a failed bake, in this region and in eu-west-1
   burst.golden_ami.golden_ami_discard:
     region: eu-central-1
     regions: [eu-west-1]
@@ -117,56 +77,49 @@ kept:
   type: list
   elements: dict
 left:
-  description: What could not be removed, each with its region, resource id and reason.
+  description:
+    - What could not be removed. The module fails when this list is not empty, unless O(fail_on_left=false).
   returned: always
   type: list
   elements: dict
+  contains:
+    region:
+      description: The region of the resource.
+      type: str
+    resource:
+      description: The id of the image or snapshot left.
+      type: str
+    reason:
+      description: Why it was left, with AWS's error code where AWS refused.
+      type: str
+  sample:
+    - region: eu-west-1
+      resource: snap-0123456789abcdef0
+      reason: "Snapshot snap-0123456789abcdef0 is still in use (InvalidSnapshot.InUse)"
 actions:
   description: What the module did, or would do in check mode, one line each.
   returned: always
   type: list
   elements: str
+  sample: ["deregister ami-0123456789abcdef0 (burst-golden-v1.0) in eu-central-1"]
 """
 
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
-    ImageError,
-    fail_module,
+from ansible_collections.burst.golden_ami.plugins.module_utils._params import (  # noqa: E402
+    aws_module,
+    bake_scope_options,
+    bake_scope_rules,
+    exit_unless_left,
     region_factories,
+    run_or_fail,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Discard  # noqa: E402
 
 
 def main():
-    argument_spec = dict(
-        build_id=dict(type="str"),
-        build_id_tag=dict(type="str", default="BakeId"),
-        older_than_minutes=dict(type="int"),
-        started_tag=dict(type="str", default="BakeStarted"),
-        family_tags=dict(type="dict", default={}),
-        regions=dict(type="list", elements="str", default=[]),
-        protect_ssm_parameters=dict(type="list", elements="str", default=[]),
-        fail_on_left=dict(type="bool", default=True),
-    )
-    module = AnsibleAWSModule(
-        argument_spec=argument_spec,
-        supports_check_mode=True,
-        required_one_of=[("build_id", "older_than_minutes")],
-        mutually_exclusive=[("build_id", "older_than_minutes")],
-    )
-    if not module.region:
-        module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
-    ec2, ssm = region_factories(module)
-
-    discard = Discard(module.params, module.region, ec2, ssm, check_mode=module.check_mode)
-    try:
-        result = discard.run()
-    except ImageError as e:
-        fail_module(module, e, actions=discard.actions)
-    if result["left"] and module.params["fail_on_left"]:
-        lines = "; ".join(f"{item['resource']} in {item['region']}: {item['reason']}" for item in result["left"])
-        module.fail_json(msg=f"Could not remove {len(result['left'])} resource(s): {lines}", **result)
-    module.exit_json(**result)
+    module = aws_module(bake_scope_options("build_id", "build_id_tag"), **bake_scope_rules("build_id"))
+    discard = Discard(module.params, module.region, *region_factories(module), check_mode=module.check_mode)
+    result = run_or_fail(module, discard.run, actions=discard.actions)
+    exit_unless_left(module, result, lambda item: f"{item['resource']} in {item['region']}: {item['reason']}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ description:
     JSON of the values it replaces in its region. When a call fails, every parameter already changed is put
     back (or deleted, when it did not exist) and the module fails saying what it restored. After an
     interrupted run, M(burst.golden_ami.golden_ami_discard) restores the values from that tag.
-  - Idempotent; check mode reports the parameters that would change.
+  - Idempotent (a second run finds every parameter pointing at the images already); check mode reports the
+    parameters that would change. RV(ssm_parameters) has each value and the one it replaces.
 author:
   - burst.golden_ami maintainers (@burst)
 options:
@@ -52,20 +53,10 @@ options:
       - Description of parameters that are created.
     type: str
 extends_documentation_fragment:
-  - burst.golden_ami.launch_permissions
+  - burst.golden_ami.aws.publish
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
-attributes:
-  check_mode:
-    support: full
-    description: Reports the parameters that would change and changes nothing.
-  diff_mode:
-    support: none
-    description: Returns no diff; C(ssm_parameters) has each value and the one it replaces.
-  idempotent:
-    support: full
-    description: A second run finds every parameter pointing at the images already.
 """
 
 EXAMPLES = r"""
@@ -98,12 +89,13 @@ actions:
   elements: str
 """
 
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import BAKE_ID_TAG  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._params import (  # noqa: E402
     LAUNCH_PERMISSIONS_OPTION,
-    ImageError,
-    fail_module,
+    aws_module,
     region_factories,
+    run_or_fail,
+    string_list,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Promotion  # noqa: E402
 
@@ -111,23 +103,15 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._publish import P
 def main():
     argument_spec = dict(
         build_id=dict(type="str", required=True),
-        build_id_tag=dict(type="str", default="BakeId"),
-        regions=dict(type="list", elements="str", default=[]),
-        ssm_parameters=dict(type="list", elements="str", default=[]),
+        build_id_tag=dict(type="str", default=BAKE_ID_TAG),
+        regions=string_list(),
+        ssm_parameters=string_list(),
         ssm_parameter_description=dict(type="str"),
         launch_permissions=LAUNCH_PERMISSIONS_OPTION,
     )
-    module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not module.region:
-        module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
-    ec2, ssm = region_factories(module)
-
-    promotion = Promotion(module.params, module.region, ec2, ssm, check_mode=module.check_mode)
-    try:
-        result = promotion.run()
-    except ImageError as e:
-        fail_module(module, e, actions=promotion.actions)
-    module.exit_json(**result)
+    module = aws_module(argument_spec)
+    promotion = Promotion(module.params, module.region, *region_factories(module), check_mode=module.check_mode)
+    module.exit_json(**run_or_fail(module, promotion.run, actions=promotion.actions))
 
 
 if __name__ == "__main__":

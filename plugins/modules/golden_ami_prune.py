@@ -12,8 +12,8 @@ module: golden_ami_prune
 short_description: Apply a retention policy to a family of golden images
 version_added: 0.1.0
 description:
-  - Selects the images of a family (owned by this account, by name prefix and/or tags) in every region
-    given, keeps the newest O(keep_newest) and/or those younger than O(max_age_days), and deregisters
+  - Selects the images of a family (owned by this account, by name prefix and/or tags, O(image_family)) in every
+    region given, keeps the newest O(keep_newest) and/or those younger than O(max_age_days), and deregisters
     the others and deletes their snapshots.
   - Never deletes the newest image of a region, an image an SSM parameter of O(protect_ssm_parameters)
     points at, an image that an instance in any state but C(terminated) uses, the image of any version of
@@ -26,21 +26,33 @@ description:
     warns.
   - Each region is planned on its own; copies of one build in several regions are judged alike
     when the regions hold the same family.
-  - Check mode returns the plan and changes nothing.
+  - Check mode returns the plan (the C(kept) and C(deleted) lists, with reasons) and changes nothing.
   - Pass every region the family lives in (the source region and the copy regions) in O(regions).
 author:
   - burst.golden_ami maintainers (@burst)
 options:
+  image_family:
+    description:
+      - The family whose images are pruned, as M(burst.golden_ami.burst_instance) finds the newest of a family.
+      - Either this or the deprecated O(name_prefix) and O(family_tags) is required.
+    type: dict
+    suboptions:
+      name_prefix:
+        description: Images whose name starts with this prefix belong to the family.
+        type: str
+      tags:
+        description:
+          - Images carrying all these tags belong to the family; a null value matches any value of the tag.
+          - With O(image_family.name_prefix), an image must match both.
+        type: dict
   name_prefix:
     description:
-      - Images whose name starts with this prefix belong to the family.
-      - At least one of O(name_prefix) and O(family_tags) is required.
+      - Deprecated, use O(image_family.name_prefix). Combined with O(image_family) when both are given.
     type: str
   family_tags:
     description:
-      - Images carrying all these tags belong to the family.
+      - Deprecated, use O(image_family.tags). Combined with O(image_family) when both are given.
     type: dict
-    default: {}
   regions:
     description:
       - Regions to prune. Defaults to the module's region.
@@ -67,25 +79,17 @@ options:
     type: bool
     default: true
 extends_documentation_fragment:
+  - burst.golden_ami.aws
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
-attributes:
-  check_mode:
-    support: full
-    description: Returns the kept and deleted lists, with reasons, and deletes nothing.
-  diff_mode:
-    support: none
-    description: Returns no diff; the C(kept) and C(deleted) lists say what changes.
-  idempotent:
-    support: full
-    description: A second run finds nothing more to delete.
 """
 
 EXAMPLES = r"""
 - name: Keep the three newest golden images, and none older than 30 days beyond them
   burst.golden_ami.golden_ami_prune:
-    name_prefix: burst-golden-v
+    image_family:
+      name_prefix: burst-golden-v
     regions: [eu-central-1, eu-west-1]
     keep_newest: 3
     max_age_days: 30
@@ -95,7 +99,10 @@ EXAMPLES = r"""
 
 - name: Show what was deleted and why
   ansible.builtin.debug:
-    msg: "{{ pruned.deleted | map(attribute='image_id') | list }}"
+    msg: "{{ item.image_id }} in {{ item.region }}: {{ item.reasons | join('; ') }}"
+  loop: "{{ pruned.deleted }}"
+  loop_control:
+    label: "{{ item.image_id }}"
 """
 
 RETURN = r"""
@@ -104,6 +111,27 @@ kept:
   returned: always
   type: list
   elements: dict
+  contains:
+    region:
+      description: The region of the image.
+      type: str
+    image_id:
+      description: The image id.
+      type: str
+    name:
+      description: The image name.
+      type: str
+    creation_date:
+      description: When the image was created (ISO 8601).
+      type: str
+    snapshot_ids:
+      description: The snapshots of the image.
+      type: list
+      elements: str
+    reasons:
+      description: Why the image is kept, or deleted.
+      type: list
+      elements: str
   sample:
     - region: eu-central-1
       image_id: ami-0123456789abcdef0
@@ -112,17 +140,13 @@ kept:
       snapshot_ids: [snap-0123456789abcdef0]
       reasons: [newest of the family, "referenced by SSM parameter /burst/golden-ami"]
 deleted:
-  description: Images deregistered (or, in check mode, to be deregistered) with their snapshots and the reasons.
+  description:
+    - Images deregistered (or, in check mode, to be deregistered) with their snapshots, entries like those of
+      RV(kept) whose C(reasons) say why each goes, for example C(outside the newest 3) and
+      C(older than 30 days (61 days)).
   returned: always
   type: list
   elements: dict
-  sample:
-    - region: eu-central-1
-      image_id: ami-0fedcba9876543210
-      name: burst-golden-v1.0
-      creation_date: "2029-11-02T03:04:05.000Z"
-      snapshot_ids: [snap-0fedcba9876543210]
-      reasons: [outside the newest 3, older than 30 days (61 days)]
 left:
   description: Snapshots that could not be deleted, each with its region, id and reason.
   returned: always
@@ -131,56 +155,50 @@ left:
 """
 
 import time  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
 
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
-    STAGE_CANDIDATE,
-    STAGE_PROMOTING,
-    STAGE_TAG,
-    AutoScalingApi,
-    ImageError,
-    default_retry,
-    fail_module,
-    image_tags,
-    region_factories,
-    summarize_image,
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import utcnow  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._image_options import (  # noqa: E402
     validate_region_names,
     validate_ssm_parameter_name,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
+    AutoScalingApi,
+    ImageError,
+    ImageFamily,
+    Regions,
+    summarize_image,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._params import (  # noqa: E402
+    api_factory,
+    aws_module,
+    image_family_option,
+    region_factories,
+    run_or_fail,
+    string_list,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._retention import plan_retention  # noqa: E402
 
 
-class GoldenAmiPrune:
+class GoldenAmiPrune(Regions):
     """Plan and apply retention in each region. Needs no Ansible to run."""
 
     def __init__(self, params, region, ec2, ssm, check_mode=False, now=None, sleep=time.sleep, autoscaling=None):
-        self.params = params
+        super().__init__(params, region, ec2, ssm, check_mode=check_mode, sleep=sleep)
         self.autoscaling = autoscaling
-        self.region = region
-        self._ec2_factory = ec2
-        self.ssm = ssm
-        self._apis = {}
-        self.check_mode = check_mode
-        self.now = now or datetime.now(timezone.utc)
-        self.sleep = sleep
-
-    def ec2(self, region):
-        if region not in self._apis:
-            self._apis[region] = self._ec2_factory(region)
-        return self._apis[region]
+        self.now = now or utcnow()
 
     def regions(self):
-        regions = []
-        for region in self.params.get("regions") or [self.region]:
-            if region not in regions:
-                regions.append(region)
-        return regions
+        """The regions of ``regions``, or the module's region (pruning replaces it, it does not add to it)."""
+        return list(dict.fromkeys(self.params.get("regions") or [self.region]))
+
+    def family(self):
+        """The image family: ``image_family``, and the deprecated ``name_prefix`` and ``family_tags``."""
+        params = self.params
+        return ImageFamily.from_option(params.get("image_family"), params.get("name_prefix"), params.get("family_tags"))
 
     def validate(self):
         params = self.params
-        if not params.get("name_prefix") and not params.get("family_tags"):
-            raise ImageError("give name_prefix, family_tags or both to select the image family")
+        self.family()
         if params.get("keep_newest") is None and params.get("max_age_days") is None:
             raise ImageError("give keep_newest, max_age_days or both")
         if params.get("keep_newest") is not None and params["keep_newest"] < 1:
@@ -193,22 +211,6 @@ class GoldenAmiPrune:
         validate_region_names(regions)
         if regions != [self.region]:
             validate_region_names(regions, known_regions=self.ec2(self.region or regions[0]).known_regions())
-
-    def family(self, api):
-        filters = {}
-        if self.params.get("name_prefix"):
-            filters["name"] = [self.params["name_prefix"] + "*"]
-        for key, value in (self.params.get("family_tags") or {}).items():
-            filters[f"tag:{key}"] = [str(value)]
-        images = api.describe_images(filters=filters)
-        prefix = self.params.get("name_prefix") or ""
-        return [
-            summarize_image(i, api.region)
-            for i in images
-            if i.get("State") not in ("deregistered",)
-            and (i.get("Name") or "").startswith(prefix)
-            and image_tags(i).get(STAGE_TAG) not in (STAGE_CANDIDATE, STAGE_PROMOTING)
-        ]
 
     def protected(self, api, region, image_ids):
         reasons = {}
@@ -230,9 +232,10 @@ class GoldenAmiPrune:
     def run(self):
         self.validate()
         plans = []
+        family = self.family()
         for region in self.regions():
             api = self.ec2(region)
-            images = self.family(api)
+            images = [summarize_image(i, region) for i in api.family_images(family)]
             if not images:
                 continue
             protected = self.protected(api, region, [i["image_id"] for i in images])
@@ -267,35 +270,30 @@ class GoldenAmiPrune:
 
 
 def main():
+    deprecated = dict(removed_in_version="1.0.0", removed_from_collection="burst.golden_ami")
     argument_spec = dict(
-        name_prefix=dict(type="str"),
-        family_tags=dict(type="dict", default={}),
-        regions=dict(type="list", elements="str", default=[]),
+        image_family=image_family_option(),
+        name_prefix=dict(type="str", **deprecated),
+        family_tags=dict(type="dict", **deprecated),
+        regions=string_list(),
         keep_newest=dict(type="int"),
         max_age_days=dict(type="int"),
-        protect_ssm_parameters=dict(type="list", elements="str", default=[]),
+        protect_ssm_parameters=string_list(),
         delete_snapshots=dict(type="bool", default=True),
     )
-    module = AnsibleAWSModule(
-        argument_spec=argument_spec,
-        supports_check_mode=True,
-        required_one_of=[("name_prefix", "family_tags"), ("keep_newest", "max_age_days")],
+    module = aws_module(
+        argument_spec,
+        region_required=False,
+        required_one_of=[("image_family", "name_prefix", "family_tags"), ("keep_newest", "max_age_days")],
     )
-    region = module.region
-    if not region and not module.params["regions"]:
+    if not module.region and not module.params["regions"]:
         module.fail_json(msg="region or regions must be given")
+    autoscaling = api_factory(module, AutoScalingApi, "autoscaling")
     ec2, ssm = region_factories(module)
-
-    def autoscaling(for_region):
-        return AutoScalingApi(
-            module.client("autoscaling", retry_decorator=default_retry(), region=for_region), for_region
-        )
-
-    prune = GoldenAmiPrune(module.params, region, ec2, ssm, check_mode=module.check_mode, autoscaling=autoscaling)
-    try:
-        result = prune.run()
-    except ImageError as e:
-        fail_module(module, e)
+    prune = GoldenAmiPrune(
+        module.params, module.region, ec2, ssm, check_mode=module.check_mode, autoscaling=autoscaling
+    )
+    result = run_or_fail(module, prune.run)
     for item in result["left"]:
         module.warn(f"Snapshot {item['snapshot_id']} in {item['region']} was left: {item['reason']}")
     module.exit_json(**result)

@@ -24,8 +24,6 @@ description:
     older than the cutoff (by age), and carry the tag.
   - A failure in one kind is listed in C(left), with the resource and the reason, and the next kind is still swept.
     The module then fails, unless O(fail_on_left=false).
-  - bake.yml runs it at its start (stale bakes of its family) and at its end (its own resources); cleanup.yml runs it
-    for an interrupted bake.
 author:
   - burst.golden_ami maintainers (@burst)
 options:
@@ -38,37 +36,11 @@ options:
       - Tag key that holds the bake id.
     type: str
     default: BakeId
-  older_than_minutes:
-    description:
-      - Sweep every bake whose O(started_tag) is older than this many minutes.
-    type: int
-  started_tag:
-    description:
-      - Tag key that holds the time (ISO 8601, UTC) at which a bake started.
-    type: str
-    default: BakeStarted
-  family_tags:
-    description:
-      - With O(older_than_minutes), only resources carrying all these tags.
-    type: dict
-    default: {}
-  regions:
-    description:
-      - Regions where the bake copied its image, besides the module's region.
-    type: list
-    elements: str
-    default: []
   images:
     description:
       - Remove the bake's candidate images. V(false) for a bake that succeeded and keeps its candidate.
     type: bool
     default: true
-  protect_ssm_parameters:
-    description:
-      - SSM parameters whose image is never removed unless a value to put back was recorded.
-    type: list
-    elements: str
-    default: []
   iam_path:
     description:
       - IAM path of the bakes' temporary roles and instance profiles; empty to leave IAM alone.
@@ -79,25 +51,14 @@ options:
       - Seconds to wait for instances to terminate, and for security groups to be released.
     type: int
     default: 600
-  fail_on_left:
-    description:
-      - Fail when anything could not be removed.
-    type: bool
-    default: true
 extends_documentation_fragment:
+  - burst.golden_ami.aws.bake_removal
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
-attributes:
-  check_mode:
-    support: full
-    description: Lists what would be removed and removes nothing.
-  diff_mode:
-    support: none
-    description: Returns no diff; C(removed) says what was removed.
-  idempotent:
-    support: full
-    description: A second run finds nothing left.
+notes:
+  - bake.yml runs it at its start (stale bakes of its family) and at its end (its own resources); cleanup.yml runs it
+    for an interrupted bake.
 """
 
 EXAMPLES = r"""
@@ -142,67 +103,49 @@ removed:
       type: list
       elements: str
 left:
-  description: What could not be removed, each with its kind, region, resource and reason.
+  description:
+    - What could not be removed, the entries of M(burst.golden_ami.golden_ami_discard)'s C(left) with a C(kind)
+      (C(instances), C(images), C(security_groups), C(key_pairs) or C(iam_roles)).
   returned: always
   type: list
   elements: dict
+  sample:
+    - kind: security_groups
+      region: eu-central-1
+      resource: sg-0123456789abcdef0
+      reason: "DependencyViolation: resource has a dependent object (DependencyViolation)"
 actions:
   description: What the module did, or would do in check mode, one line each.
   returned: always
   type: list
   elements: str
+  sample: ["terminate i-0123456789abcdef0 in eu-central-1"]
 """
 
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule  # noqa: E402
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
-    ImageError,
-    default_retry,
-    fail_module,
+from ansible_collections.burst.golden_ami.plugins.module_utils._params import (  # noqa: E402
+    aws_module,
+    bake_scope_options,
+    bake_scope_rules,
+    client_factory,
+    exit_unless_left,
     region_factories,
+    run_or_fail,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._sweep import Sweep  # noqa: E402
 
 
 def main():
-    argument_spec = dict(
-        bake_id=dict(type="str"),
-        bake_id_tag=dict(type="str", default="BakeId"),
-        older_than_minutes=dict(type="int"),
-        started_tag=dict(type="str", default="BakeStarted"),
-        family_tags=dict(type="dict", default={}),
-        regions=dict(type="list", elements="str", default=[]),
+    argument_spec = bake_scope_options("bake_id", "bake_id_tag")
+    argument_spec.update(
         images=dict(type="bool", default=True),
-        protect_ssm_parameters=dict(type="list", elements="str", default=[]),
         iam_path=dict(type="str", default="/burst-golden-ami/"),
         wait_timeout=dict(type="int", default=600),
-        fail_on_left=dict(type="bool", default=True),
     )
-    module = AnsibleAWSModule(
-        argument_spec=argument_spec,
-        supports_check_mode=True,
-        required_one_of=[("bake_id", "older_than_minutes")],
-        mutually_exclusive=[("bake_id", "older_than_minutes")],
-    )
-    if not module.region:
-        module.fail_json(msg="region must be given (the region option or AWS_REGION / AWS_DEFAULT_REGION)")
-    retry = default_retry()
-    cache = {}
-
-    def clients(service, region):
-        if (service, region) not in cache:
-            cache[(service, region)] = module.client(service, retry_decorator=retry, region=region)
-        return cache[(service, region)]
-
-    ec2, ssm = region_factories(module)
-    sweep = Sweep(module.params, module.region, clients, ec2, ssm, check_mode=module.check_mode)
-    try:
-        result = sweep.run()
-    except ImageError as e:
-        fail_module(module, e, actions=sweep.actions)
-    if result["left"] and module.params["fail_on_left"]:
-        lines = "; ".join(f"{i['kind']} {i['resource']} in {i['region']}: {i['reason']}" for i in result["left"])
-        module.fail_json(msg=f"Could not remove {len(result['left'])} resource(s): {lines}", **result)
-    module.exit_json(**result)
+    module = aws_module(argument_spec, **bake_scope_rules("bake_id"))
+    clients = client_factory(module)
+    sweep = Sweep(module.params, module.region, clients, *region_factories(module), check_mode=module.check_mode)
+    result = run_or_fail(module, sweep.run, actions=sweep.actions)
+    exit_unless_left(module, result, lambda i: f"{i['kind']} {i['resource']} in {i['region']}: {i['reason']}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from botocore.parsers import ResponseParserError
 from botocore.stub import Stubber
 
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry, RetryingBotoClientWrapper
+from ansible_collections.burst.golden_ami.plugins.module_utils import _image_options as options
 from ansible_collections.burst.golden_ami.plugins.module_utils import _images as images
 from ansible_collections.burst.golden_ami.plugins.module_utils._manifest import (
     artifact_id,
@@ -162,11 +163,11 @@ def test_deprecation_client_error_is_reported_as_such():
 @pytest.mark.parametrize("name", ["ab", "a" * 129, "bad*name", "name\nnewline", ""])
 def test_invalid_image_names_are_refused(name):
     with pytest.raises(images.ImageError, match="Invalid image name"):
-        images.validate_image_name(name)
+        options.validate_image_name(name)
 
 
 def test_valid_image_name_passes():
-    assert images.validate_image_name("osmose-burst-golden-v1.0 (gpu) [l4]") == "osmose-burst-golden-v1.0 (gpu) [l4]"
+    assert options.validate_image_name("osmose-burst-golden-v1.0 (gpu) [l4]") == "osmose-burst-golden-v1.0 (gpu) [l4]"
 
 
 @pytest.mark.parametrize(
@@ -182,20 +183,20 @@ def test_valid_image_name_passes():
 )
 def test_invalid_ssm_names_are_refused(name, problem):
     with pytest.raises(images.ImageError, match="Invalid SSM parameter name") as error:
-        images.validate_ssm_parameter_name(name)
+        options.validate_ssm_parameter_name(name)
     assert problem in error.value.message
 
 
 def test_regions_are_checked_for_form_and_existence():
-    assert images.validate_region_names(["eu-west-1"], {"eu-west-1"}) == ["eu-west-1"]
+    assert options.validate_region_names(["eu-west-1"], {"eu-west-1"}) == ["eu-west-1"]
     with pytest.raises(images.ImageError, match="Invalid region name 'EU_WEST'"):
-        images.validate_region_names(["EU_WEST"])
+        options.validate_region_names(["EU_WEST"])
     with pytest.raises(images.ImageError, match="Unknown region 'xx-nowhere-1'"):
-        images.validate_region_names(["xx-nowhere-1"], {"eu-west-1"})
+        options.validate_region_names(["xx-nowhere-1"], {"eu-west-1"})
 
 
 def test_block_device_overrides_map_to_create_image():
-    mappings = images.block_device_mappings(
+    mappings = options.block_device_mappings(
         [
             {
                 "device_name": "/dev/sda1",
@@ -228,19 +229,19 @@ def test_block_device_overrides_map_to_create_image():
 
 def test_block_device_overrides_refuse_contradictions():
     with pytest.raises(images.ImageError, match="kms_key_id needs encrypted=true"):
-        images.block_device_mappings([{"device_name": "/dev/sda1", "kms_key_id": "k"}])
+        options.block_device_mappings([{"device_name": "/dev/sda1", "kms_key_id": "k"}])
     with pytest.raises(images.ImageError, match="throughput applies to gp3"):
-        images.block_device_mappings([{"device_name": "/dev/sda1", "volume_type": "io2", "throughput": 500}])
+        options.block_device_mappings([{"device_name": "/dev/sda1", "volume_type": "io2", "throughput": 500}])
 
 
 def test_deprecation_time_counts_from_creation_and_rounds_to_the_minute():
     created = "2030-01-01T10:20:30.000Z"
-    assert images.deprecation_time(created, deprecate_after_days=7) == "2030-01-08T10:20:00.000Z"
-    assert images.deprecation_time(created, deprecate_at="2031-02-03T04:05:06Z") == "2031-02-03T04:05:00.000Z"
-    assert images.deprecation_time(created) is None
-    assert images.same_time("2030-01-08T10:20:00.000Z", "2030-01-08T10:20:00Z")
+    assert options.deprecation_time(created, deprecate_after_days=7) == "2030-01-08T10:20:00.000Z"
+    assert options.deprecation_time(created, deprecate_at="2031-02-03T04:05:06Z") == "2031-02-03T04:05:00.000Z"
+    assert options.deprecation_time(created) is None
+    assert options.same_time("2030-01-08T10:20:00.000Z", "2030-01-08T10:20:00Z")
     with pytest.raises(images.ImageError, match="Invalid time 'soon'"):
-        images.deprecation_time(created, deprecate_at="soon")
+        options.deprecation_time(created, deprecate_at="soon")
 
 
 def _summary(image_id, created):

@@ -1,4 +1,4 @@
-"""Unit tests of the shared launcher (plugins/module_utils/_launch.py).
+"""Unit tests of the shared launcher (plugins/module_utils/_launch.py, _launch_request.py, _user_data.py, _health.py).
 
 botocore's Stubber plays EC2 and SSM, so that capacity errors, which moto never
 gives, can be answered in any order; the Stubber also checks every request
@@ -11,25 +11,25 @@ import http.server
 import socket
 import subprocess
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from ansible_collections.burst.golden_ami.plugins.module_utils import _launch
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import client_token
+from ansible_collections.burst.golden_ami.plugins.module_utils._health import probe_health_many, wait_healthy
+from ansible_collections.burst.golden_ami.plugins.module_utils._images import ImageFamily
 from ansible_collections.burst.golden_ami.plugins.module_utils._launch import (
     ImageRef,
     Launcher,
     LaunchError,
     LaunchRequest,
     RootVolume,
-    build_user_data,
-    client_token,
-    probe_health_many,
     summarize_instance,
-    wait_healthy,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._user_data import build_user_data
 
 REGION = "eu-central-1"
 IMAGE_ID = "ami-0123456789abcdef0"
@@ -378,6 +378,39 @@ def test_newest_image_by_name_prefix_ignores_lookalikes(ec2, launcher):
     assert image["ImageId"] == "ami-0000000000000000a"
 
 
+def test_a_newer_candidate_is_not_the_newest_of_its_family(ec2, launcher):
+    _client, stubber = ec2
+    candidate = _family_image("ami-0000000000000000e", "2026-06-01T00:00:00.000Z", "burst-golden-v2")
+    candidate["Tags"] = [{"Key": "Version", "Value": "2"}, {"Key": "ImageStage", "Value": "candidate"}]
+    promoting = dict(candidate, ImageId="ami-0000000000000000f")
+    promoting["Tags"] = [{"Key": "ImageStage", "Value": "promoting"}]
+    promoted = _family_image("ami-0000000000000000b", "2026-02-01T00:00:00.000Z", "burst-golden-v1")
+    promoted["Tags"] = [{"Key": "Version", "Value": "1"}, {"Key": "ImageStage", "Value": "promoted"}]
+    stubber.add_response(
+        "describe_images",
+        {
+            "Images": [
+                _family_image("ami-0000000000000000a", "2026-01-01T00:00:00.000Z"),
+                promoted,
+                candidate,
+                promoting,
+            ]
+        },
+        {
+            "Owners": ["self"],
+            "Filters": [
+                {"Name": "state", "Values": ["available"]},
+                {"Name": "name", "Values": ["burst-golden-v*"]},
+                {"Name": "tag-key", "Values": ["Version"]},
+                {"Name": "tag:Project", "Values": ["burst"]},
+            ],
+        },
+    )
+    family = ImageFamily(name_prefix="burst-golden-v", tags={"Version": None, "Project": "burst"})
+    image = launcher.resolve_image(ImageRef(family=family))
+    assert image["ImageId"] == "ami-0000000000000000b"
+
+
 def test_no_image_in_the_family_is_an_error(ec2, launcher):
     _client, stubber = ec2
     stubber.add_response("describe_images", {"Images": []})
@@ -711,7 +744,7 @@ def test_probes_classify_ready_starting_and_unreachable(health_server, hanging_p
         "file": "file:///etc/hostname",
     }
     urls.update({f"hanging-{n}": f"http://127.0.0.1:{hanging_port}/{n}" for n in range(20)})
-    clock = _launch.time.monotonic
+    clock = time.monotonic
     start = clock()
     results = probe_health_many(urls, timeout=0.5)
     elapsed = clock() - start

@@ -14,11 +14,11 @@ import boto3
 import pytest
 
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
+from ansible_collections.burst.golden_ami.plugins.module_utils._aws import default_retry
 from ansible_collections.burst.golden_ami.plugins.module_utils._images import (
     ImageApi,
     ImageError,
     ParameterApi,
-    default_retry,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Discard, Promotion
 from ansible_collections.burst.golden_ami.plugins.modules.golden_ami_prune import GoldenAmiPrune

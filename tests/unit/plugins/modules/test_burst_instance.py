@@ -190,6 +190,24 @@ def test_image_by_ssm_parameter_and_by_family(world):
         ).present()
 
 
+def test_the_family_leaves_out_a_newer_unverified_candidate(world):
+    ec2 = world["ec2"]
+    base = ec2.describe_images(ImageIds=[world["image_id"]])["Images"][0]
+    builder = ec2.run_instances(ImageId=world["image_id"], MinCount=1, MaxCount=1, InstanceType="t3.micro")
+    builder = builder["Instances"][0]["InstanceId"]
+    tags = [{"Key": "Version", "Value": "1.5"}, {"Key": "ImageStage", "Value": "candidate"}]
+    candidate = ec2.create_image(
+        InstanceId=builder, Name="burst-golden-v1.5", TagSpecifications=[{"ResourceType": "image", "Tags": tags}]
+    )["ImageId"]
+    ec2.terminate_instances(InstanceIds=[builder])
+    assert base["Name"] == "burst-golden-v1.4"
+    for family in ({"name_prefix": "burst-golden-v"}, {"tags": {"Version": None}}, {"tag_key": "Version"}):
+        result = _module(
+            world, job_id="job-candidate", image_family=family, instance_types=["g6e.xlarge"], check_mode=True
+        ).present()
+        assert result["image"]["image_id"] == world["image_id"] != candidate, family
+
+
 def test_absent_by_job_id_by_ids_and_by_tags(world):
     def launch(job_id, tags=None):
         return _module(

@@ -490,3 +490,53 @@ def test_image_of_the_build_under_another_name_is_returned_with_a_warning():
     assert result["image_id"] == IMAGE_ID
     assert result["actions"] == [f"tag {SNAPSHOT_ID} in {REGION}"]
     assert warnings and "burst-golden-v0.9" in warnings[0]
+
+
+def test_prune_takes_the_family_as_burst_instance_does_and_leaves_candidates_out():
+    stubs = Stubs()
+    ec2 = stubs.ec2_stub(REGION)
+
+    def member(image_id, created, stage=None):
+        tags = [{"Key": "BakeFamily", "Value": "burst"}]
+        if stage:
+            tags.append({"Key": "ImageStage", "Value": stage})
+        return {
+            "ImageId": image_id,
+            "Name": f"burst-golden-{image_id}",
+            "State": "available",
+            "CreationDate": created,
+            "Tags": tags,
+        }
+
+    ec2.add_response(
+        "describe_images",
+        {
+            "Images": [
+                member("ami-1", "2030-01-01T00:00:00.000Z", "promoted"),
+                member("ami-2", "2030-01-02T00:00:00.000Z"),
+                member("ami-3", "2030-01-03T00:00:00.000Z", "candidate"),
+            ]
+        },
+        {
+            "Owners": ["self"],
+            "Filters": [
+                {"Name": "name", "Values": ["burst-golden-*"]},
+                {"Name": "tag-key", "Values": ["BakeFamily"]},
+                {"Name": "tag:Project", "Values": ["burst"]},
+            ],
+        },
+    )
+    ec2.add_response("describe_instances", {"Reservations": []})
+    ec2.add_response("describe_launch_templates", {"LaunchTemplates": []})
+    params = {
+        "image_family": {"name_prefix": "burst-golden-", "tags": {"BakeFamily": None}},
+        # The deprecated option still counts, combined with image_family.
+        "family_tags": {"Project": "burst"},
+        "regions": [],
+        "keep_newest": 5,
+        "protect_ssm_parameters": [],
+    }
+    result = GoldenAmiPrune(params, REGION, stubs.ec2_api, stubs.ssm_api, check_mode=True).run()
+    stubs.assert_done()
+    assert [k["image_id"] for k in result["kept"]] == ["ami-2", "ami-1"]
+    assert result["deleted"] == []
