@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -62,3 +63,12 @@ def bake_environment(aws_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+def load_role_file(role: str, filename: str, module_name: str):
+    """Import ``roles/<role>/files/<filename>`` (a script a role installs) as module ``module_name``."""
+    path = REPO / "roles" / role / "files" / filename
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

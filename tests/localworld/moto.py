@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["DEFAULT_REGION", "MotoServer", "free_port"]
+__all__ = ["DEFAULT_REGION", "MotoServer", "free_port", "stop_process"]
 
 DEFAULT_REGION = "eu-central-1"
 HOST = "127.0.0.1"
@@ -35,6 +35,18 @@ def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    """Stop a server process: SIGTERM, then SIGKILL after ``timeout`` seconds; wait for it in both cases."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def _moto_server_command() -> list[str]:
@@ -126,15 +138,7 @@ class MotoServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process)
 
     def __enter__(self) -> MotoServer:
         return self.start()

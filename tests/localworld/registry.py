@@ -56,7 +56,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from localworld.moto import free_port
+from localworld.moto import free_port, stop_process
 
 __all__ = [
     "REGISTRY_BINARY",
@@ -226,13 +226,7 @@ class Registry:
     def stop(self) -> None:
         """Stop the process and remove the storage, the config and the htpasswd file."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

@@ -12,7 +12,6 @@ rules parse and point at job templates; the prune playbook prunes.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import boto3
 import pytest
 import yaml
 from dateutil.rrule import rrulestr
+from release_tools import ansible_env, run
 
 REPO = Path(__file__).resolve().parents[2]
 AWX = REPO / "awx"
@@ -42,29 +42,12 @@ def _load(name: str) -> dict:
     return yaml.load((AWX / name).read_text(), _AwxLoader)  # noqa: S506 - a SafeLoader with one more tag
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(
-        {
-            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".venv" / "collections"),
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-        }
-    )
-    return env
-
-
 @pytest.fixture(scope="module")
 def awx_options() -> dict[str, set[str]]:
     modules = ["job_template", "credential_type", "inventory_source", "inventory", "schedule"]
-    result = subprocess.run(
+    result = run(
         [str(BIN / "ansible-doc"), "-t", "module", "--json", *(f"awx.awx.{m}" for m in modules)],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        env=ansible_env(ANSIBLE_PYTHON_INTERPRETER=sys.executable),
     )
     assert result.returncode == 0, "awx.awx is not in the ansible bundle: " + result.stderr
     docs = json.loads(result.stdout)
@@ -185,15 +168,11 @@ def test_inventory_source_lists_a_launched_burst_instance(
     config.update(regions=[aws_env["AWS_REGION"]], health={"enabled": False})
     inventory = tmp_path / "burst.burst_ec2.yml"
     inventory.write_text(yaml.safe_dump(config))
-    env = _env()
+    env = ansible_env(ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     env.update(aws_env)
-    result = subprocess.run(
+    result = run(
         [str(BIN / "ansible-inventory"), "-i", str(inventory), "--list"],
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert result.returncode == 0, result.stderr
     listed = json.loads(result.stdout)
@@ -206,7 +185,7 @@ def test_prune_playbook_prunes(aws_env, tmp_path: Path) -> None:
     instance = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     images = [ec2.create_image(InstanceId=instance, Name=f"burst-golden-vprune{n}")["ImageId"] for n in (1, 2, 3)]
     ec2.terminate_instances(InstanceIds=[instance])
-    env = _env()
+    env = ansible_env(ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     env.update(aws_env)
     command = [
         str(BIN / "ansible-playbook"),

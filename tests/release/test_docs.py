@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from release_tools import ansible_env, run
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -32,19 +32,6 @@ def _plugins() -> list[tuple[str, str]]:
     return found
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(
-        {
-            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".venv" / "collections"),
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_NOCOLOR": "1",
-            "PAGER": "cat",
-        }
-    )
-    return env
-
-
 def test_every_plugin_is_found() -> None:
     plugins = _plugins()
     assert ("inventory", "burst_ec2") in plugins
@@ -57,13 +44,9 @@ def json_docs() -> dict[str, dict]:
     docs: dict[str, dict] = {}
     for plugin_type in PLUGIN_DIRS:
         names = [f"burst.golden_ami.{name}" for kind, name in _plugins() if kind == plugin_type]
-        result = subprocess.run(
+        result = run(
             [str(BIN / "ansible-doc"), "-t", plugin_type, "--json", *names],
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+            env=ansible_env(PAGER="cat"),
         )
         assert result.returncode == 0, f"ansible-doc -t {plugin_type} --json failed:\n{result.stderr}"
         assert "[WARNING]" not in result.stderr, result.stderr
@@ -74,13 +57,9 @@ def json_docs() -> dict[str, dict]:
 @pytest.mark.parametrize(("plugin_type", "name"), _plugins())
 def test_ansible_doc_renders(plugin_type: str, name: str, json_docs: dict[str, dict]) -> None:
     fqcn = f"burst.golden_ami.{name}"
-    result = subprocess.run(
+    result = run(
         [str(BIN / "ansible-doc"), "-t", plugin_type, fqcn],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        env=ansible_env(PAGER="cat"),
     )
     assert result.returncode == 0, f"ansible-doc -t {plugin_type} {fqcn} failed:\n{result.stderr}"
     assert "[WARNING]" not in result.stderr, result.stderr
@@ -100,21 +79,32 @@ def test_ansible_doc_renders(plugin_type: str, name: str, json_docs: dict[str, d
         assert {"check_mode", "diff_mode"} <= set(doc.get("attributes", {})), f"{fqcn} lacks attributes"
 
 
+def test_every_plugin_has_a_row_in_the_modules_page() -> None:
+    """docs/modules.md lists every module and plugin the collection ships, and nothing it does not ship."""
+    text = (REPO / "docs" / "modules.md").read_text(encoding="utf-8")
+    table = text.split("## Every plugin", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip().split()[0].strip("`") for line in table.splitlines() if line.startswith("| `")}
+    shipped = {
+        path.stem
+        for directory in ("modules", "inventory", "callback", "filter")
+        for path in (REPO / "plugins" / directory).glob("*.py")
+        if not path.name.startswith("_")
+    }
+    assert shipped - rows == set(), f"docs/modules.md does not list {sorted(shipped - rows)}"
+    assert rows - shipped == set(), f"docs/modules.md lists plugins that do not exist: {sorted(rows - shipped)}"
+
+
 def _changelog_env() -> dict[str, str]:
-    env = _env()
+    env = ansible_env(PAGER="cat")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
 def test_changelog_fragments_lint() -> None:
-    result = subprocess.run(
+    result = run(
         [str(BIN / "antsibull-changelog"), "lint"],
         cwd=REPO,
         env=_changelog_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
@@ -135,24 +125,16 @@ def test_changelog_release_and_generate_on_a_copy(tmp_path: Path) -> None:
     env = _changelog_env()
     env["ANSIBLE_COLLECTIONS_PATH"] = str(tmp_path)
 
-    release = subprocess.run(
+    release = run(
         [str(BIN / "antsibull-changelog"), "release", "--version", version, "--date", "2026-01-01"],
         cwd=work,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert release.returncode == 0, release.stdout + release.stderr
-    generate = subprocess.run(
+    generate = run(
         [str(BIN / "antsibull-changelog"), "generate"],
         cwd=work,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert generate.returncode == 0, generate.stdout + generate.stderr
 

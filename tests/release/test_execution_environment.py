@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+from release_tools import run
 
 REPO = Path(__file__).resolve().parents[2]
 EE_FILE = REPO / "execution-environment.yml"
@@ -89,13 +89,9 @@ def test_ansible_builder_renders_the_build_context(ee: dict, galaxy: dict, tmp_p
     shutil.copy2(EE_FILE, work / EE_FILE.name)
     # A stand-in tarball: create copies it into the context; only its name matters here.
     (work / "build" / _tarball_name(galaxy)).write_bytes(b"")
-    result = subprocess.run(
+    result = run(
         [builder, "create", "-f", EE_FILE.name, "--context", str(work / "context")],
         cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No matches" not in result.stdout + result.stderr

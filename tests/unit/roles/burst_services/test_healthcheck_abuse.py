@@ -8,7 +8,6 @@ server holds and that ``/health`` still answers. Bounds are functional
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import resource
 import socket
@@ -19,18 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from localworld.localplay import load_role_file
+
 SCRIPT = Path(__file__).resolve().parents[4] / "roles" / "burst_services" / "files" / "healthcheck.py"
 REQUEST = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("burst_healthcheck_abuse_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-hc = _load()
+hc = load_role_file("burst_services", "healthcheck.py", "burst_healthcheck_abuse_under_test")
 
 
 def _refusing_url():

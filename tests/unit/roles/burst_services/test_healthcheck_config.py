@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,17 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from localworld.localplay import load_role_file
+
 SCRIPT = Path(__file__).resolve().parents[4] / "roles" / "burst_services" / "files" / "healthcheck.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("burst_healthcheck_config_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-hc = _load()
+hc = load_role_file("burst_services", "healthcheck.py", "burst_healthcheck_config_under_test")
 
 VLLM = {"name": "vllm", "kind": "vllm", "url": "http://127.0.0.1:8000", "model": "Qwen/Qwen2.5-14B-Instruct-AWQ"}
 TEI = {"name": "embeddings", "kind": "tei", "url": "http://127.0.0.1:8001"}

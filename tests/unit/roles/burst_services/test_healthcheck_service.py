@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import http.server
-import importlib.util
 import json
 import os
 import signal
@@ -17,20 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from localworld.localplay import load_role_file
+
 SCRIPT = Path(__file__).resolve().parents[4] / "roles" / "burst_services" / "files" / "healthcheck.py"
 MODEL = "Qwen/Qwen2.5-14B-Instruct-AWQ"
 INTERVAL = 0.1
 TIMEOUT = 0.3
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("burst_healthcheck_service_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-hc = _load()
+hc = load_role_file("burst_services", "healthcheck.py", "burst_healthcheck_service_under_test")
 
 
 class Backend:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from localworld.localplay import load_role_file
+
 SCRIPT = Path(__file__).resolve().parents[4] / "roles" / "burst_services" / "files" / "preread.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("burst_preread_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-preread = _load()
+preread = load_role_file("burst_services", "preread.py", "burst_preread_under_test")
 
 
 def _model(root: Path) -> int:
