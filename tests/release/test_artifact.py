@@ -10,14 +10,13 @@ state).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tarfile
 from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
+from release_tools import ansible_env, run
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -49,28 +48,12 @@ FORBIDDEN_ANYWHERE = {"__pycache__", ".pytest_cache", ".ruff_cache", ".cache", "
 FORBIDDEN_SUFFIXES = (".pyc", ".pyo", ".tar.gz", ".retry")
 
 
-def _release_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(
-        {
-            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".venv" / "collections"),
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_NOCOLOR": "1",
-        }
-    )
-    return env
-
-
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("galaxy-build")
-    result = subprocess.run(
+    result = run(
         [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(REPO)],
-        env=_release_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        env=ansible_env(),
     )
     assert result.returncode == 0, f"ansible-galaxy collection build failed:\n{result.stdout}\n{result.stderr}"
     galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
@@ -148,13 +131,13 @@ def test_artifact_ships_the_release_metadata(members: list[str], manifest: dict)
 def test_artifact_installs_and_its_playbooks_parse(artifact: Path, tmp_path: Path) -> None:
     """Install the tarball beside the dependencies and syntax-check the shipped playbooks by FQCN."""
     collections = tmp_path / "collections"
-    env = _release_env()
+    env = ansible_env()
     # Only the installed copy, then the bundle's amazon.aws and community.docker (found on sys.path).
     env["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
     empty_config = tmp_path / "ansible.cfg"
     empty_config.write_text("[defaults]\n")
     env["ANSIBLE_CONFIG"] = str(empty_config)
-    result = subprocess.run(
+    result = run(
         [
             str(BIN / "ansible-galaxy"),
             "collection",
@@ -167,25 +150,17 @@ def test_artifact_installs_and_its_playbooks_parse(artifact: Path, tmp_path: Pat
             str(artifact),
         ],
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     installed = collections / "ansible_collections" / "burst" / "golden_ami"
     assert (installed / "MANIFEST.json").is_file()
-    playbooks = [f"burst.golden_ami.{name}" for name in ("bake", "cleanup", "launch", "teardown")]
-    check = subprocess.run(
+    playbooks = [f"burst.golden_ami.{name}" for name in ("bake", "bake_many", "cleanup", "launch", "teardown")]
+    check = run(
         [str(BIN / "ansible-playbook"), "--syntax-check", "-i", "localhost,", *playbooks],
         env=env,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert check.returncode == 0, f"the artifact's playbooks:\n{check.stdout}\n{check.stderr}"
     # Each FQCN resolved to the installed copy, not to the checkout.
-    for name in ("bake", "cleanup", "launch", "teardown"):
+    for name in ("bake", "bake_many", "cleanup", "launch", "teardown"):
         assert f"playbook: {installed}/playbooks/{name}.yml" in check.stdout, check.stdout
