@@ -20,51 +20,39 @@ import json
 import secrets
 import string
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import boto3
 import pytest
 
+from localworld.bakes import (
+    BASE_IMAGE,
+    bake_containers,
+    bake_vars,
+    builder_image_missing,
+    ec2_leftovers,
+    new_bake_id,
+    output,
+    run_playbook,
+)
 from localworld.faults import fault_env
 from localworld.localplay import bake_environment
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-BASE_IMAGE = "burst-golden-ami/debian12-systemd:latest"
 TIMEOUT_S = 300
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 
-def _docker_ready() -> bool:
-    probe = subprocess.run(
-        ["docker", "image", "inspect", BASE_IMAGE], capture_output=True, text=True, check=False, timeout=60
-    )
-    return probe.returncode == 0
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _builder_image():
-    if not _docker_ready():
-        pytest.fail(f"the builder image {BASE_IMAGE} is missing: run `make base-image` (hack/build-base-image.sh)")
+    missing = builder_image_missing()
+    if missing:
+        pytest.fail(missing)
 
 
 def _bake_vars(tmp_path: Path, bake_id: str, **overrides) -> dict:
-    variables = {
-        "bake_id": bake_id,
-        "bake_builder_connection": "docker",
-        "bake_base_image_family": {"name_prefix": "Deep Learning AMI Ubuntu", "owners": ["amazon"]},
-        "bake_instance_types": ["g6e.xlarge", "g6.2xlarge", "g5.2xlarge"],
-        "bake_configure_roles": [],
-        "bake_image_name": f"burst-golden-test-{bake_id}",
-        "bake_ssm_parameter": f"/burst/test/{bake_id}",
-        "bake_manifest_path": str(tmp_path / "manifest.json"),
-        "bake_capture_poll_interval": 1,
-    }
-    variables.update(overrides)
-    return variables
+    return bake_vars(bake_id, bake_manifest_path=str(tmp_path / "manifest.json"), **overrides)
 
 
 def _environment(aws_env: dict[str, str], tmp_path: Path, plan: list | None = None) -> dict[str, str]:
@@ -74,49 +62,17 @@ def _environment(aws_env: dict[str, str], tmp_path: Path, plan: list | None = No
     return env
 
 
-def _command(playbook: str, variables: dict, tmp_path: Path) -> list[str]:
-    vars_file = tmp_path / f"{playbook}-vars.json"
-    vars_file.write_text(json.dumps(variables))
-    return [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(REPO / "playbooks" / playbook), "-e", f"@{vars_file}"]
-
-
 def _run(playbook: str, variables: dict, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        _command(playbook, variables, tmp_path),
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
+    return run_playbook(playbook, variables, env, tmp_path, TIMEOUT_S)
 
 
 def _output(result: subprocess.CompletedProcess) -> str:
-    return f"{result.stdout}\n{result.stderr}"
+    return output(result)
 
 
 def _leftovers(bake_id: str) -> dict[str, list[str]]:
     """What of this bake is still there: active instances, security groups, key pairs, containers."""
-    ec2 = boto3.client("ec2")
-    by_tag = [{"Name": "tag:BakeId", "Values": [bake_id]}]
-    instances = [
-        i["InstanceId"]
-        for r in ec2.describe_instances(
-            Filters=[*by_tag, {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
-        )["Reservations"]
-        for i in r["Instances"]
-    ]
-    groups = [g["GroupId"] for g in ec2.describe_security_groups(Filters=by_tag)["SecurityGroups"]]
-    keys = [k["KeyName"] for k in ec2.describe_key_pairs(Filters=by_tag)["KeyPairs"]]
-    containers = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=burst.golden_ami.bake-id={bake_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.split()
-    return {"instances": instances, "security_groups": groups, "key_pairs": keys, "containers": containers}
+    return {**ec2_leftovers(boto3.client("ec2"), bake_id), "containers": bake_containers(bake_id)}
 
 
 def _nothing_left(_bake_id: str) -> dict[str, list[str]]:
@@ -132,7 +88,7 @@ def _builder_instances(bake_id: str) -> list[dict]:
 
 
 def _bake_id(name: str) -> str:
-    return f"test-{name}-{secrets.token_hex(3)}"
+    return new_bake_id(name)
 
 
 def test_bake_falls_back_on_capacity_errors_and_publishes(aws_env, tmp_path):

@@ -21,25 +21,21 @@ only the tests enable; a rule can be limited to one region.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shlex
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import boto3
 import pytest
 
+from localworld.bakes import bake_containers, ec2_leftovers, playbook_command, run_playbook
 from localworld.faults import fault_env
 from localworld.health_stub import HealthStub
 from localworld.localplay import bake_environment
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 BASE_IMAGE = "burst-golden-ami/debian12-systemd:latest"
 REGION, COPY_REGION = "eu-central-1", "eu-west-1"
 REGIONS = (REGION, COPY_REGION)
@@ -141,20 +137,10 @@ class Bake:
         return env
 
     def command(self, playbook, variables):
-        path = self.tmp_path / f"{playbook}-{secrets.token_hex(2)}.json"
-        path.write_text(json.dumps(variables))
-        return [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(REPO / "playbooks" / playbook), "-e", f"@{path}"]
+        return playbook_command(playbook, variables, self.tmp_path)
 
     def run(self, playbook, variables, plan=None):
-        result = subprocess.run(
-            self.command(playbook, variables),
-            env=self.environment(plan),
-            cwd=self.tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
+        result = run_playbook(playbook, variables, self.environment(plan), self.tmp_path, TIMEOUT_S)
         output = f"{result.stdout}\n{result.stderr}"
         (self.tmp_path / f"{playbook}.log").write_text(output)  # kept for a person reading a failure
         return result.returncode, output
@@ -203,24 +189,10 @@ class Bake:
                 for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=by_tag)["Snapshots"]
                 if s["SnapshotId"] not in kept
             ]
-            instances = [
-                i["InstanceId"]
-                for r in ec2.describe_instances(
-                    Filters=[
-                        *by_tag,
-                        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
-                    ]
-                )["Reservations"]
-                for i in r["Instances"]
-            ]
-            groups = [g["GroupId"] for g in ec2.describe_security_groups(Filters=by_tag)["SecurityGroups"]]
-            keys = [k["KeyName"] for k in ec2.describe_key_pairs(Filters=by_tag)["KeyPairs"]]
             for kind, found in (
                 ("images", images),
                 ("snapshots", snapshots),
-                ("instances", instances),
-                ("security_groups", groups),
-                ("key_pairs", keys),
+                *ec2_leftovers(ec2, self.bake_id).items(),
             ):
                 if found:
                     left[f"{kind} in {region}"] = found
@@ -231,13 +203,7 @@ class Bake:
             for p in iam.list_instance_profiles(PathPrefix=IAM_PATH)["InstanceProfiles"]
             if p["InstanceProfileName"] == self.bake_id
         ]
-        containers = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=burst.golden_ami.bake-id={self.bake_id}"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout.split()
+        containers = bake_containers(self.bake_id)
         key_dirs = sorted(p.name for p in self.keys.iterdir())
         for kind, found in (
             ("iam_roles", roles),

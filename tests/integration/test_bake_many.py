@@ -12,53 +12,34 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from localworld.bakes import (
+    ANSIBLE_PLAYBOOK,
+    REPO,
+    bake_containers,
+    bake_vars,
+    builder_image_missing,
+    ec2_leftovers,
+    new_bake_id,
+    output,
+)
 from localworld.localplay import bake_environment
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-BASE_IMAGE = "burst-golden-ami/debian12-systemd:latest"
 TIMEOUT_S = 900
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 
-def _docker_ready() -> bool:
-    probe = subprocess.run(
-        ["docker", "image", "inspect", BASE_IMAGE], capture_output=True, text=True, check=False, timeout=60
-    )
-    return probe.returncode == 0
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _builder_image():
-    if not _docker_ready():
-        pytest.fail(f"the builder image {BASE_IMAGE} is missing: run `make base-image` (hack/build-base-image.sh)")
-
-
-def _bake_vars(bake_id: str, **overrides) -> dict:
-    variables = {
-        "bake_id": bake_id,
-        "bake_builder_connection": "docker",
-        "bake_base_image_family": {"name_prefix": "Deep Learning AMI Ubuntu", "owners": ["amazon"]},
-        "bake_instance_types": ["g6e.xlarge", "g6.2xlarge", "g5.2xlarge"],
-        "bake_configure_roles": [],
-        "bake_image_name": f"burst-golden-test-{bake_id}",
-        "bake_ssm_parameter": f"/burst/test/{bake_id}",
-        "bake_capture_poll_interval": 1,
-    }
-    variables.update(overrides)
-    return variables
-
-
-def _bake_id(name: str) -> str:
-    return f"test-{name}-{secrets.token_hex(3)}"
+    missing = builder_image_missing()
+    if missing:
+        pytest.fail(missing)
 
 
 def _run_bake_many(bakes: dict, aws_env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
@@ -79,50 +60,27 @@ def _run_bake_many(bakes: dict, aws_env: dict[str, str], tmp_path: Path) -> subp
     )
 
 
-def _output(result: subprocess.CompletedProcess) -> str:
-    return f"{result.stdout}\n{result.stderr}"
-
-
 def _leftovers(bake_id: str) -> dict[str, list[str]]:
     """What of this bake is still there: active instances, security groups, key pairs, containers, images."""
     ec2 = boto3.client("ec2")
-    by_tag = [{"Name": "tag:BakeId", "Values": [bake_id]}]
-    instances = [
-        i["InstanceId"]
-        for r in ec2.describe_instances(
-            Filters=[*by_tag, {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
-        )["Reservations"]
-        for i in r["Instances"]
-    ]
-    groups = [g["GroupId"] for g in ec2.describe_security_groups(Filters=by_tag)["SecurityGroups"]]
-    keys = [k["KeyName"] for k in ec2.describe_key_pairs(Filters=by_tag)["KeyPairs"]]
-    images = [i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=by_tag)["Images"]]
-    containers = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=burst.golden_ami.bake-id={bake_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.split()
+    images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:BakeId", "Values": [bake_id]}])["Images"]
     return {
-        "instances": instances,
-        "security_groups": groups,
-        "key_pairs": keys,
-        "containers": containers,
-        "images": images,
+        **ec2_leftovers(ec2, bake_id),
+        "containers": bake_containers(bake_id),
+        "images": [i["ImageId"] for i in images],
     }
 
 
 def test_two_bakes_in_parallel_one_fails(aws_env, tmp_path):
-    good, bad = _bake_id("many-good"), _bake_id("many-bad")
+    good, bad = new_bake_id("many-good"), new_bake_id("many-bad")
     token = "hf_" + secrets.token_hex(17)
     logs = tmp_path / "logs"
     summary_path = tmp_path / "summary.json"
     bakes = {
         "bakes": [
-            {"name": "good", "vars": _bake_vars(good)},
+            {"name": "good", "vars": bake_vars(good)},
             # Refused by the bake's first check, before anything is created.
-            {"name": "bad", "vars": _bake_vars(bad, bake_market="sometimes")},
+            {"name": "bad", "vars": bake_vars(bad, bake_market="sometimes")},
         ],
         # Reaches every bake through its variables file, never a command line or the output.
         "bake_many_common": {"burst_test_hub_token": token},
@@ -131,8 +89,8 @@ def test_two_bakes_in_parallel_one_fails(aws_env, tmp_path):
         "bake_many_poll_interval": 2,
     }
     result = _run_bake_many(bakes, aws_env, tmp_path)
-    output = _output(result)
-    assert result.returncode != 0, output[-6000:]
+    text = output(result)
+    assert result.returncode != 0, text[-6000:]
 
     summary = json.loads(summary_path.read_text())
     by_name = {bake["name"]: bake for bake in summary["bakes"]}
@@ -146,8 +104,8 @@ def test_two_bakes_in_parallel_one_fails(aws_env, tmp_path):
         assert isinstance(bake["duration_s"], int)
     assert f"Bake {bad} failed at step" in Path(by_name["bad"]["log"]).read_text()
     # The run names the failed bake and its log.
-    assert "1 of 2 bake(s) failed: bad" in output
-    assert by_name["bad"]["log"] in output
+    assert "1 of 2 bake(s) failed: bad" in text
+    assert by_name["bad"]["log"] in text
 
     # The good image exists, in every region its manifest names, and the SSM parameter points at it.
     images = by_name["good"]["images"]
@@ -171,7 +129,7 @@ def test_two_bakes_in_parallel_one_fails(aws_env, tmp_path):
         boto3.client("ssm", region_name=region).get_parameter(Name=f"/burst/test/{bad}")
 
     # The variables never showed, and their private directory is gone.
-    assert token not in output
+    assert token not in text
     for log in logs.iterdir():
         assert token not in log.read_text(), log
     assert list((tmp_path / "tmp").glob("bake_many.*")) == []
@@ -182,14 +140,14 @@ def _nothing_left() -> dict[str, list[str]]:
 
 
 def test_duplicate_names_start_nothing(aws_env, tmp_path):
-    bake_id = _bake_id("twin")
+    bake_id = new_bake_id("twin")
     bakes = {
-        "bakes": [{"name": "twin", "vars": _bake_vars(bake_id)}, {"name": "twin", "vars": _bake_vars(f"{bake_id}-2")}],
+        "bakes": [{"name": "twin", "vars": bake_vars(bake_id)}, {"name": "twin", "vars": bake_vars(f"{bake_id}-2")}],
         "bake_many_log_dir": str(tmp_path / "logs"),
     }
     result = _run_bake_many(bakes, aws_env, tmp_path)
-    output = _output(result)
+    text = output(result)
     assert result.returncode != 0
-    assert "Bake names given twice: twin" in output
+    assert "Bake names given twice: twin" in text
     assert not (tmp_path / "logs").exists(), "nothing was started"
     assert boto3.client("ec2").describe_instances()["Reservations"] == []
