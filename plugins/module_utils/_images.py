@@ -10,8 +10,9 @@ Private to this collection. ``ImageApi`` wraps one region's EC2 client,
 Auto Scaling client; every call goes through ``_aws.call`` or
 ``_aws.paginate`` (the collection's one retry policy), and every failure comes
 out as an ``ImageError`` naming what failed. ``ImageFamily`` is the one
-definition of an image family (a name prefix and/or tags, never the
-candidates of a bake in progress), which pruning and launching share.
+definition of an image family (a name prefix, tags and/or DescribeImages
+filters such as the architecture, never the candidates of a bake in
+progress), which pruning and launching share.
 ``wait_for_images`` polls any number of images (one per region) until each is
 ``available``. The checks of the modules' image options are in
 ``_image_options``.
@@ -108,26 +109,78 @@ def summarize_image(image, region):
     }
 
 
-class ImageFamily:
-    """The images of a family: owned by ``owners``, named ``name_prefix``... and/or carrying every tag of ``tags``.
+# EC2's image architectures (DescribeImages' architecture filter, an image's Architecture).
+ARCHITECTURES = ("i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac")
 
-    A tag value of None matches any value of the key. Candidates of a bake in
-    progress (``ImageStage`` candidate or promoting) are never part of a family:
-    they are not verified yet.
+
+def _filter_values(name, value):
+    """The values of one DescribeImages filter given as a string (a number, a boolean) or a list of them."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    texts = [str(v).lower() if isinstance(v, bool) else "" if v is None else str(v) for v in values]
+    if not texts or not all(t.strip() for t in texts):
+        raise ImageError(f"Image filter {name!r} has no value: give a string or a list of strings")
+    return texts
+
+
+def image_filters(given, architecture=None):
+    """``{filter name: [values]}`` from ``given`` (a dict of DescribeImages filters) and ``architecture``."""
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise ImageError(
+            f"Image filters must be a dict of DescribeImages filter names to a value or a list of values, "
+            f"such as {{architecture: arm64}}; got {type(given).__name__} {given!r}"
+        )
+    found = {}
+    for name, value in given.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ImageError(
+                f"Invalid image filter name {name!r}: give a DescribeImages filter name such as architecture"
+            )
+        found[name] = _filter_values(name, value)
+    if architecture is not None:
+        if architecture not in ARCHITECTURES:
+            raise ImageError(f"Invalid architecture {architecture!r}: one of {', '.join(ARCHITECTURES)}")
+        if found.get("architecture", [architecture]) != [architecture]:
+            raise ImageError(
+                f"The architecture {architecture} and the filter architecture={','.join(found['architecture'])} "
+                "disagree: give one of them"
+            )
+        found["architecture"] = [architecture]
+    return found
+
+
+class ImageFamily:
+    """The images of a family: owned by ``owners``, named ``name_prefix``... and/or carrying every tag of ``tags``,
+    and/or matching every DescribeImages filter of ``filters`` (``architecture`` being short for that filter).
+
+    A tag value of None matches any value of the key. A filter's value is a
+    string or a list of strings (any of them matches), as in Packer's
+    ``source_ami_filter``. Candidates of a bake in progress (``ImageStage``
+    candidate or promoting) are never part of a family: they are not verified yet.
     """
 
-    def __init__(self, name_prefix=None, tags=None, owners=("self",)):
+    def __init__(self, name_prefix=None, tags=None, owners=("self",), filters=None, architecture=None):
         self.name_prefix = name_prefix
         self.tags = {str(k): None if v is None else str(v) for k, v in (tags or {}).items()}
         self.owners = list(owners or [])
+        self.extra_filters = image_filters(filters, architecture)
         if name_prefix is not None and not str(name_prefix).strip():
             raise ImageError("An image name prefix may not be empty")
-        if not name_prefix and not self.tags:
-            raise ImageError("An image family needs a name prefix, tags or both")
+        if not name_prefix and not self.tags and not self.extra_filters:
+            raise ImageError("An image family needs a name prefix, tags or filters (any of them combine)")
+        taken = {"state": "the state (a family's images are the available ones)"}
+        if name_prefix:
+            taken["name"] = "name_prefix"
+        taken.update({f"tag:{key}": "tags" for key in self.tags})
+        for name in self.extra_filters:
+            if name in taken:
+                raise ImageError(f"Image filter {name!r} is set by {taken[name]} already: give it once")
 
     @classmethod
     def from_option(cls, option, legacy_name_prefix=None, legacy_tags=None):
-        """The family of an ``image_family`` option ({name_prefix, tags, owners}), or of the deprecated options."""
+        """The family of an ``image_family`` option ({name_prefix, tags, owners, filters, architecture}), or of the
+        deprecated options."""
         option = dict(option or {})
         tags = dict(option.get("tags") or {})
         for key, value in (legacy_tags or {}).items():
@@ -136,25 +189,30 @@ class ImageFamily:
             name_prefix=option.get("name_prefix") or legacy_name_prefix,
             tags=tags,
             owners=option.get("owners") or ("self",),
+            filters=option.get("filters"),
+            architecture=option.get("architecture"),
         )
 
     def filters(self, states=None):
         found = filters(state=states) if states else []
         if self.name_prefix:
             found += filters(name=[f"{self.name_prefix}*"])
-        return found + tag_filters(self.tags)
+        found += tag_filters(self.tags)
+        return found + [{"Name": name, "Values": list(values)} for name, values in self.extra_filters.items()]
 
     def holds(self, image):
         """True for an image that ``filters`` found and that belongs to the family.
 
-        The tags are EC2's filters; the name is checked again, a filter being
-        looser than a prefix on some endpoints; candidates are left out here,
+        The tags are EC2's filters; the name (and the architecture) are checked
+        again, a filter being looser on some endpoints; candidates are left out here,
         EC2 having no filter for a tag that is absent or has another value.
         """
+        architectures = self.extra_filters.get("architecture")
         return (
             image.get("State") != "deregistered"
             and (image.get("Name") or "").startswith(self.name_prefix or "")
             and image_tags(image).get(STAGE_TAG) not in STAGES_IN_PROGRESS
+            and not (architectures and image.get("Architecture") and image["Architecture"] not in architectures)
         )
 
     def describe(self):
@@ -162,6 +220,11 @@ class ImageFamily:
         if self.tags:
             tags = ", ".join(f"{k}={'*' if v is None else v}" for k, v in self.tags.items())
             parts.append(f"tagged {tags}")
+        if self.extra_filters:
+            matching = ", ".join(f"{k}={','.join(v)}" for k, v in self.extra_filters.items())
+            parts.append(f"matching {matching}")
+        if self.owners and self.owners != ["self"]:
+            parts.append(f"owned by {', '.join(self.owners)}")
         return " ".join(parts)
 
 

@@ -15,8 +15,12 @@ Entry points:
 
   - ``resolve_image(ImageRef)``: the image, by id, by SSM parameter, or the
     newest ``available`` image of a family (``_images.ImageFamily``: a name
-    prefix and/or tags; a bake's unverified candidates are never part of it).
-  - ``launch(LaunchRequest)``: launch ``count`` instances, trying each market
+    prefix, tags and/or DescribeImages filters such as the architecture; a
+    bake's unverified candidates are never part of it).
+  - ``usable_instance_types(image, types)``: the types that can run the
+    image's architecture (DescribeInstanceTypes, read once per launcher).
+  - ``launch(LaunchRequest)``: launch ``count`` instances on the instance
+    types that can run the image's architecture, trying each market
     (spot first, then on-demand if allowed), each instance type and each subnet
     in order on capacity errors; idempotent by an identifying tag (a job id or
     a bake id). Returns a ``LaunchResult``.
@@ -39,6 +43,7 @@ names what failed; reading images can also fail with an ``ImageError``.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -107,6 +112,11 @@ CAPACITY_ERROR_CODES = frozenset(
 # requested Availability Zone (us-east-1e)".
 ZONE_UNSUPPORTED_CODE = "Unsupported"
 
+# DescribeInstanceTypes refused: the architecture check is skipped, not the launch.
+ACCESS_DENIED_CODES = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation")
+# A GPU instance type of each architecture, named when no type given can run an image.
+SUGGESTED_TYPES = {"arm64": "g5g.xlarge", "x86_64": "g6e.xlarge"}
+
 ACTIVE_STATES = ("pending", "running", "stopping", "stopped")
 GONE_STATES = ("shutting-down", "terminated")
 
@@ -139,6 +149,8 @@ class Launcher:
         self.parameters = ParameterApi(self.ssm, self.region) if self.ssm is not None else None
         self.sleep = sleep
         self.clock = clock
+        # {instance type: [architectures] or None when EC2 does not say}; None while DescribeInstanceTypes is denied.
+        self._architectures = {}
 
     def _call(self, what, operation, **params):
         return call(f"{what} in {self.region}", getattr(self.ec2, operation), error=LaunchError, **params)
@@ -172,6 +184,79 @@ class Launcher:
         if image.get("State") != "available":
             raise LaunchError(f"Image {image['ImageId']} is {image.get('State')}, not available")
         return image
+
+    # -- instance types
+
+    def instance_architectures(self, instance_types):
+        """``{instance type: [architectures it supports] or None}``; None when DescribeInstanceTypes is denied.
+
+        Each type is read once per launcher. A type that EC2 does not know
+        fails with a LaunchError naming it.
+        """
+        if self._architectures is None:
+            return None
+        wanted = [t for t in dict.fromkeys(instance_types) if t not in self._architectures]
+        if wanted:
+            try:
+                found = paginate(
+                    self.ec2,
+                    "describe_instance_types",
+                    f"describe instance types {', '.join(wanted)} in {self.region}",
+                    error=LaunchError,
+                    InstanceTypes=wanted,
+                ).get("InstanceTypes", [])
+            except LaunchError as e:
+                code = error_code(e.exception)
+                if code in ACCESS_DENIED_CODES:
+                    self._architectures = None
+                    return None
+                if code == "InvalidInstanceType":
+                    raise _unknown_types(wanted, self.region, e.exception) from e
+                raise
+            for described in found:
+                processor = described.get("ProcessorInfo") or {}
+                self._architectures[described["InstanceType"]] = processor.get("SupportedArchitectures") or None
+        return {t: self._architectures.get(t) for t in instance_types}
+
+    def usable_instance_types(self, image, instance_types):
+        """The types of ``instance_types`` (in order) that can run ``image``'s architecture, and warnings.
+
+        Types EC2 says nothing about are kept. Raises a LaunchError when no
+        type can run the image; warns and keeps every type when
+        DescribeInstanceTypes is denied.
+        """
+        instance_types = list(instance_types)
+        architecture = image.get("Architecture")
+        if not architecture:
+            return instance_types, []
+        supported = self.instance_architectures(instance_types)
+        if supported is None:
+            return instance_types, [
+                f"Not allowed to describe instance types in {self.region} (ec2:DescribeInstanceTypes): "
+                f"the instance types were not checked against the architecture of image {image['ImageId']} "
+                f"({architecture})"
+            ]
+        usable = [t for t in instance_types if supported[t] is None or architecture in supported[t]]
+        dropped = [t for t in instance_types if t not in usable]
+        if not usable:
+            theirs = sorted({a for t in instance_types for a in supported[t]})
+            example = f" such as {SUGGESTED_TYPES[architecture]}" if architecture in SUGGESTED_TYPES else ""
+            raise LaunchError(
+                f"Image {image['ImageId']} is {architecture}; none of the instance types {', '.join(instance_types)} "
+                f"supports {architecture} (they support {', '.join(theirs)}): choose {architecture} types{example}, "
+                f"or an {' or '.join(theirs)} image"
+            )
+        if not dropped:
+            return usable, []
+        which = (
+            f"Instance type {dropped[0]} does not"
+            if len(dropped) == 1
+            else f"Instance types {', '.join(dropped)} do not"
+        )
+        return usable, [
+            f"{which} support {architecture}, the architecture of image {image['ImageId']}: "
+            f"left out, launching on {', '.join(usable)}"
+        ]
 
     # -- instances
 
@@ -236,11 +321,12 @@ class Launcher:
     def launch(self, request, check_mode=False, image=None):
         """Launch what ``request`` asks for, unless instances with its identity tag exist already.
 
-        Tries each (market, type, subnet) of ``request.plan()`` in turn; a
-        capacity error moves on to the next, any other error stops. Returns a
-        ``LaunchResult``; raises ``LaunchError`` (with the attempts) when
-        nothing could be launched. In check mode nothing is launched and the
-        result says whether something would have been.
+        Tries each (market, type, subnet) of ``request.plan()`` in turn, on the
+        types that can run the image's architecture; a capacity error moves on
+        to the next, any other error stops. Returns a ``LaunchResult``; raises
+        ``LaunchError`` (with the attempts) when nothing could be launched. In
+        check mode nothing is launched and the result says whether something
+        would have been.
         """
         image = image or self.resolve_image(request.image)
         # Fail on bad volume options before anything is launched.
@@ -249,12 +335,14 @@ class Launcher:
         missing = request.count - len(existing)
         if missing <= 0:
             return LaunchResult(False, existing, image, [], market=_market_of(existing))
+        # Fail on an image that no instance type can run before anything is launched.
+        instance_types, warnings = self.usable_instance_types(image, request.instance_types)
         if check_mode:
-            return LaunchResult(True, existing, image, [], market=request.market)
+            return LaunchResult(True, existing, image, [], market=request.market, warnings=warnings)
 
         identity = next(iter(request.identity_tag.items()), None)
         attempts = []
-        for market, instance_type, subnet_id in request.plan():
+        for market, instance_type, subnet_id in request.plan(instance_types):
             if identity:
                 token = client_token(identity[0], identity[1], market, instance_type, subnet_id, len(existing))
             else:
@@ -277,6 +365,7 @@ class Launcher:
                 attempts,
                 launched_ids=[i["InstanceId"] for i in launched],
                 market=market,
+                warnings=warnings,
             )
         tried = "; ".join(f"{a.instance_type}/{a.subnet_id or 'default'}/{a.market}: {a.error_code}" for a in attempts)
         raise LaunchError(f"No capacity for any instance type, subnet and market tried ({tried})", attempts=attempts)
@@ -388,6 +477,19 @@ class Launcher:
             if key not in newest or when > newest[key][0]:
                 newest[key] = (when, entry.get("SpotPrice"))
         return {k: v[1] for k, v in newest.items()}
+
+
+def _unknown_types(instance_types, region, exception):
+    """The LaunchError for DescribeInstanceTypes' InvalidInstanceType, naming the types it names when it does."""
+    named = re.search(r"\[([^\]]*)\]", error_message(exception))
+    unknown = [t.strip() for t in named.group(1).split(",") if t.strip()] if named else []
+    if len(unknown) == 1:
+        what = f"Instance type {unknown[0]} does not exist"
+    elif unknown:
+        what = f"Instance types {', '.join(unknown)} do not exist"
+    else:
+        what = f"One of the instance types {', '.join(instance_types)} does not exist"
+    return LaunchError(f"{what} in {region}: {error_message(exception)}", exception=exception)
 
 
 def _market_of(instances):

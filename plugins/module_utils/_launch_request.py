@@ -52,11 +52,11 @@ class LaunchError(AwsError):
 class ImageRef:
     """Which image to launch: exactly one of ``image_id``, ``ssm_parameter`` or a family.
 
-    A family is an ``_images.ImageFamily`` (a name prefix and/or tags, of
-    ``owners``); its newest ``available`` image by creation date wins, never a
-    bake's unverified candidate. ``family_tag`` (one ``{key: value}``; a None
-    value matches any value) and ``name_prefix`` build the family for callers
-    that do not give ``family``.
+    A family is an ``_images.ImageFamily`` (a name prefix, tags and/or
+    DescribeImages filters, of ``owners``); its newest ``available`` image by
+    creation date wins, never a bake's unverified candidate. ``family_tag``
+    (one ``{key: value}``; a None value matches any value) and ``name_prefix``
+    build the family for callers that do not give ``family``.
     """
 
     def __init__(
@@ -293,13 +293,17 @@ class LaunchRequest:
         tags.update({str(k): str(v) for k, v in self.identity_tag.items()})
         return tags
 
-    def plan(self):
-        """Every (market, instance type, subnet) to try, in order. A None subnet lets EC2 choose."""
+    def plan(self, instance_types=None):
+        """Every (market, instance type, subnet) to try, in order. A None subnet lets EC2 choose.
+
+        ``instance_types``: those of the request to try (the ones that can run the image), in the request's order.
+        """
         markets = [self.market]
         if self.market == "spot" and self.spot_fallback_on_demand:
             markets.append("on-demand")
         subnets = self.subnet_ids or [None]
-        return [(m, t, s) for m in markets for t in self.instance_types for s in subnets]
+        types = [t for t in self.instance_types if instance_types is None or t in instance_types]
+        return [(m, t, s) for m in markets for t in types for s in subnets]
 
 
 class Attempt:
@@ -323,15 +327,20 @@ class Attempt:
 
 
 class LaunchResult:
-    """What ``Launcher.launch`` did: ``instances`` (EC2's dicts, existing ones included), the image, the attempts."""
+    """What ``Launcher.launch`` did: ``instances`` (EC2's dicts, existing ones included), the image, the attempts.
 
-    def __init__(self, changed, instances, image, attempts, launched_ids=None, market=None):
+    ``warnings``: what the caller should be told (instance types left out because they cannot run the image's
+    architecture, or not checked).
+    """
+
+    def __init__(self, changed, instances, image, attempts, launched_ids=None, market=None, warnings=None):
         self.changed = changed
         self.instances = instances
         self.image = image
         self.attempts = attempts
         self.launched_ids = list(launched_ids or [])
         self.market = market
+        self.warnings = list(warnings or [])
 
     @property
     def instance_ids(self):

@@ -13,8 +13,13 @@ short_description: Launch or terminate burst instances from the golden image
 version_added: 0.1.0
 description:
   - Launches O(count) instances from the golden image, found by id, by SSM parameter, or as the newest image of
-    a family (a name prefix and/or tags). A bake's candidates (C(ImageStage) V(candidate) or V(promoting)) are not
-    part of a family, they are not verified yet.
+    a family (a name prefix, tags and/or DescribeImages filters such as the architecture, as Packer's
+    C(source_ami_filter)). A bake's candidates (C(ImageStage) V(candidate) or V(promoting)) are not part of a
+    family, they are not verified yet.
+  - Before anything is launched, the instance types are checked against the image's architecture
+    (C(DescribeInstanceTypes)). Types that cannot run it are left out with a warning; when none can, the module
+    fails naming the image's architecture and the types. When C(ec2:DescribeInstanceTypes) is denied, the check is
+    skipped with a warning.
   - Spot by default, with a maximum price. The instance types of O(instance_types) and the subnets of
     O(subnet_ids) are tried in order when EC2 has no capacity (C(InsufficientInstanceCapacity),
     C(SpotMaxPriceTooLow), an instance type the zone does not offer...); with O(spot_fallback_on_demand),
@@ -80,6 +85,21 @@ options:
         type: list
         elements: str
         default: [self]
+      filters:
+        description:
+          - DescribeImages filters every image of the family matches, as a dict from the filter name (for example
+            C(virtualization-type) or C(tag:Team)) to a value or a list of values (any of them matches).
+          - See U(https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeImages.html) for the names.
+          - Combined with O(image_family.name_prefix), O(image_family.tags) and O(image_family.architecture).
+            C(state) is not accepted (the family's images are the V(available) ones), nor a filter that
+            O(image_family.name_prefix) or O(image_family.tags) sets already.
+        type: dict
+      architecture:
+        description:
+          - Architecture of the images of the family, short for the C(architecture) filter of
+            O(image_family.filters).
+        type: str
+        choices: [i386, x86_64, arm64, x86_64_mac, arm64_mac]
       tag_key:
         description:
           - Deprecated, use O(image_family.tags). A tag the images of the family carry.
@@ -236,8 +256,11 @@ extends_documentation_fragment:
   - amazon.aws.region.modules
   - amazon.aws.boto3
 notes:
-  - Check mode finds the image and the existing instances and reports whether the module would launch or
-    terminate; RV(launched_ids) and RV(attempts) say what was done.
+  - Check mode finds the image and the existing instances, checks the instance types against the image's
+    architecture, and reports whether the module would launch or terminate; RV(launched_ids) and RV(attempts) say
+    what was done.
+  - The architecture check needs C(ec2:DescribeInstanceTypes); an instance type that EC2 does not know fails the
+    module, naming it.
   - Spot instances are one-time requests that terminate on interruption.
   - The user data goes to /var/log/burst-user-data.log on the instance.
 """
@@ -276,6 +299,20 @@ EXAMPLES = r"""
       mount_point: /home/ec2-user/recordings
     job_command: /home/ec2-user/app/simulate_pipeline.sh
     max_lifetime: 120
+
+- name: Launch on Graviton GPUs from the newest arm64 Deep Learning AMI of Amazon
+  burst.golden_ami.burst_instance:
+    region: us-east-1
+    job_id: "arm-{{ recording_id }}"
+    image_family:
+      name_prefix: "Deep Learning ARM64 Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023)"
+      owners: [amazon]
+      architecture: arm64
+      filters:
+        virtualization-type: hvm
+        root-device-type: ebs
+    # An x86_64 type in this list would be left out with a warning.
+    instance_types: [g5g.xlarge, g5g.2xlarge]
 
 - name: Terminate the job's instances
   burst.golden_ami.burst_instance:
@@ -416,6 +453,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._aws import (  # 
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._health import health_url, wait_healthy  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._images import (  # noqa: E402
+    ARCHITECTURES,
     ImageError,
     ImageFamily,
     image_version,
@@ -452,6 +490,8 @@ class BurstInstances:
         self.launcher = launcher
         self.check_mode = check_mode
         self.sleep = sleep
+        # What the module warns about (instance types left out or not checked).
+        self.warnings = []
 
     # -- helpers
 
@@ -541,6 +581,7 @@ class BurstInstances:
     def present(self):
         request = self._request()
         result = self.launcher.launch(request, check_mode=self.check_mode)
+        self.warnings.extend(result.warnings)
         image = result.image
         instances = result.instances
         progress = self._progress()
@@ -612,6 +653,8 @@ def argument_spec():
         image_ssm_parameter=dict(type="str"),
         image_family=image_family_option(
             owners=dict(type="list", elements="str", default=["self"]),
+            filters=dict(type="dict"),
+            architecture=dict(type="str", choices=list(ARCHITECTURES)),
             tag_key=dict(type="str", no_log=False, **deprecated),
             tag_value=dict(type="str", **deprecated),
         ),
@@ -670,6 +713,8 @@ def main():
     logic = BurstInstances(module.params, launcher, check_mode=module.check_mode)
     run = logic.present if module.params["state"] == "present" else logic.absent
     result = run_or_fail(module, run, attempts=_attempts)
+    for warning in logic.warnings:
+        module.warn(warning)
     module.exit_json(**result)
 
 

@@ -27,9 +27,10 @@ NOT_SHOWN_BY_MOTO = {
     "launch": {"ec2:CreateTags"},
     "bake": {"ec2:EnableImageDeprecation"},
 }
-# Calls whose refusal a run tolerates, so they are left out of the policies:
-# the spot price is information in the results (null when refused).
-OPTIONAL_READS = {"ec2:DescribeSpotPriceHistory"}
+# Calls whose refusal a launch tolerates, so they are left out of launch.json: the spot price is
+# information in the results (null when refused); without the instance types' architectures the
+# check that they fit the image is skipped with a warning.
+OPTIONAL_READS = {"ec2:DescribeSpotPriceHistory", "ec2:DescribeInstanceTypes"}
 TIMEOUT_S = 300
 
 

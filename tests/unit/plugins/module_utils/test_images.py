@@ -261,6 +261,63 @@ def _ids(entries):
     return [e["image_id"] for e in entries]
 
 
+def test_family_filters_combine_with_the_name_prefix_tags_and_architecture():
+    family = images.ImageFamily.from_option(
+        {
+            "name_prefix": "burst-golden-v",
+            "tags": {"Team": "ml"},
+            "architecture": "arm64",
+            "filters": {
+                "virtualization-type": "hvm",
+                "block-device-mapping.volume-type": ["gp3", 2],
+                "ena-support": True,
+            },
+        }
+    )
+    assert family.filters(["available"]) == [
+        {"Name": "state", "Values": ["available"]},
+        {"Name": "name", "Values": ["burst-golden-v*"]},
+        {"Name": "tag:Team", "Values": ["ml"]},
+        {"Name": "virtualization-type", "Values": ["hvm"]},
+        {"Name": "block-device-mapping.volume-type", "Values": ["gp3", "2"]},
+        {"Name": "ena-support", "Values": ["true"]},
+        {"Name": "architecture", "Values": ["arm64"]},
+    ]
+    assert family.describe() == (
+        "named burst-golden-v* tagged Team=ml matching virtualization-type=hvm, "
+        "block-device-mapping.volume-type=gp3,2, ena-support=true, architecture=arm64"
+    )
+    assert family.holds({"Name": "burst-golden-v1", "Architecture": "arm64"})
+    assert not family.holds({"Name": "burst-golden-v1", "Architecture": "x86_64"})
+    # The same architecture given both ways is no contradiction.
+    same = images.ImageFamily(owners=["amazon"], architecture="arm64", filters={"architecture": "arm64"})
+    assert same.filters() == [{"Name": "architecture", "Values": ["arm64"]}]
+    assert same.describe() == "matching architecture=arm64 owned by amazon"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"filters": ["architecture=arm64"]}, "Image filters must be a dict .* got list"),
+        ({"filters": "architecture=arm64"}, "Image filters must be a dict .* got str"),
+        ({"filters": {"": "arm64"}}, "Invalid image filter name ''"),
+        ({"filters": {"  ": "arm64"}}, "Invalid image filter name '  '"),
+        ({"filters": {"architecture": []}}, "Image filter 'architecture' has no value"),
+        ({"filters": {"architecture": None}}, "Image filter 'architecture' has no value"),
+        ({"filters": {"tag:Team": ["ml", ""]}}, "Image filter 'tag:Team' has no value"),
+        ({"filters": {"state": "pending"}}, "Image filter 'state' is set by the state"),
+        ({"name_prefix": "burst-", "filters": {"name": "other*"}}, "Image filter 'name' is set by name_prefix"),
+        ({"tags": {"Team": "ml"}, "filters": {"tag:Team": "ai"}}, "Image filter 'tag:Team' is set by tags"),
+        ({"architecture": "aarch64"}, "Invalid architecture 'aarch64': one of i386, x86_64, arm64"),
+        ({"architecture": "arm64", "filters": {"architecture": "x86_64"}}, "disagree"),
+        ({"filters": {}}, "needs a name prefix, tags or filters"),
+    ],
+)
+def test_bad_family_filters_are_refused_naming_them(kwargs, message):
+    with pytest.raises(images.ImageError, match=message):
+        images.ImageFamily(**kwargs)
+
+
 def test_retention_keeps_the_newest_n():
     kept, deleted = plan_retention(FAMILY, NOW, keep_newest=2)
     assert _ids(kept) == ["ami-4", "ami-3"]

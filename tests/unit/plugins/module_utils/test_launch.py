@@ -432,6 +432,218 @@ def test_bad_image_references(kwargs, message):
         ImageRef(**kwargs)
 
 
+def test_a_family_by_filters_sends_them_all_and_the_newest_match_wins(ec2, launcher):
+    _client, stubber = ec2
+    arm = dict(IMAGE, Architecture="arm64")
+    stubber.add_response(
+        "describe_images",
+        {
+            "Images": [
+                dict(arm, ImageId="ami-0000000000000000a", CreationDate="2026-01-01T00:00:00.000Z"),
+                dict(arm, ImageId="ami-0000000000000000c", CreationDate="2026-03-01T00:00:00.000Z"),
+                # An endpoint looser than its filter: an x86_64 image is not arm64, however new.
+                dict(
+                    IMAGE,
+                    ImageId="ami-0000000000000000d",
+                    CreationDate="2026-05-01T00:00:00.000Z",
+                    Architecture="x86_64",
+                ),
+                dict(arm, ImageId="ami-0000000000000000b", CreationDate="2026-02-01T00:00:00.000Z"),
+            ]
+        },
+        {
+            "Owners": ["amazon", "123456789012"],
+            "Filters": [
+                {"Name": "state", "Values": ["available"]},
+                {"Name": "name", "Values": ["burst-golden-v*"]},
+                {"Name": "tag:Team", "Values": ["ml"]},
+                {"Name": "virtualization-type", "Values": ["hvm"]},
+                {"Name": "block-device-mapping.volume-type", "Values": ["gp3", "gp2"]},
+                {"Name": "ena-support", "Values": ["true"]},
+                {"Name": "architecture", "Values": ["arm64"]},
+            ],
+        },
+    )
+    family = ImageFamily(
+        name_prefix="burst-golden-v",
+        tags={"Team": "ml"},
+        owners=["amazon", "123456789012"],
+        architecture="arm64",
+        filters={
+            "virtualization-type": "hvm",
+            "block-device-mapping.volume-type": ["gp3", "gp2"],
+            "ena-support": True,
+        },
+    )
+    image = launcher.resolve_image(ImageRef(family=family))
+    assert image["ImageId"] == "ami-0000000000000000c"
+
+
+def test_filters_alone_make_a_family_and_matching_nothing_names_them(ec2, launcher):
+    _client, stubber = ec2
+    expected = {
+        "Owners": ["amazon"],
+        "Filters": [
+            {"Name": "state", "Values": ["available"]},
+            {"Name": "architecture", "Values": ["arm64"]},
+            {"Name": "tag:Team", "Values": ["ml"]},
+        ],
+    }
+    stubber.add_response("describe_images", {"Images": []}, expected)
+    family = ImageFamily.from_option({"owners": ["amazon"], "filters": {"architecture": "arm64", "tag:Team": "ml"}})
+    with pytest.raises(LaunchError) as failed:
+        launcher.resolve_image(ImageRef(family=family))
+    assert failed.value.message == (
+        f"No available image found in {REGION} for the newest image matching architecture=arm64, tag:Team=ml "
+        "owned by amazon"
+    )
+
+
+# ---------------------------------------------------------------- architectures
+
+
+def _types(**architectures):
+    """A DescribeInstanceTypes answer: ``g6e_xlarge=["x86_64"]`` for g6e.xlarge."""
+    return {
+        "InstanceTypes": [
+            {"InstanceType": name.replace("_", "."), "ProcessorInfo": {"SupportedArchitectures": list(archs)}}
+            for name, archs in architectures.items()
+        ]
+    }
+
+
+def _expect_arm64_image(stubber, existing=()):
+    image = dict(IMAGE, Architecture="arm64")
+    stubber.add_response("describe_images", {"Images": [image]}, {"ImageIds": [IMAGE_ID]})
+    stubber.add_response("describe_instances", _reservations(*existing) if existing else {"Reservations": []})
+
+
+ARM64_ON_X86 = (
+    f"Image {IMAGE_ID} is arm64; none of the instance types g6e.xlarge, g5.2xlarge supports arm64 "
+    "(they support x86_64): choose arm64 types such as g5g.xlarge, or an x86_64 image"
+)
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_an_arm64_image_on_x86_types_fails_before_anything_is_launched(ec2, launcher, check_mode):
+    _client, stubber = ec2
+    _expect_arm64_image(stubber)
+    stubber.add_response(
+        "describe_instance_types",
+        _types(g6e_xlarge=["x86_64"], g5_2xlarge=["x86_64"]),
+        {"InstanceTypes": ["g6e.xlarge", "g5.2xlarge"]},
+    )
+    # No RunInstances answer is planned: the Stubber fails any request for one.
+    with pytest.raises(LaunchError) as failed:
+        launcher.launch(_request(instance_types=["g6e.xlarge", "g5.2xlarge"]), check_mode=check_mode)
+    assert failed.value.message == ARM64_ON_X86
+    assert failed.value.attempts == []
+
+
+def test_types_that_cannot_run_the_image_are_left_out_with_a_warning(ec2, launcher):
+    _client, stubber = ec2
+    _expect_arm64_image(stubber)
+    stubber.add_response(
+        "describe_instance_types",
+        _types(g6e_xlarge=["x86_64"], g5g_xlarge=["arm64"], g5_2xlarge=["x86_64"]),
+        {"InstanceTypes": ["g6e.xlarge", "g5g.xlarge", "g5.2xlarge"]},
+    )
+    _capacity(stubber, "InsufficientInstanceCapacity")
+    stubber.add_response(
+        "run_instances",
+        {"Instances": [_instance("i-0123456789abcdef0", instance_type="g5g.xlarge")]},
+        {
+            "ImageId": IMAGE_ID,
+            "InstanceType": "g5g.xlarge",
+            "SubnetId": SUBNETS[1],
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": ANY,
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": ANY,
+            "TagSpecifications": ANY,
+            "InstanceMarketOptions": ANY,
+        },
+    )
+    result = launcher.launch(_request(instance_types=["g6e.xlarge", "g5g.xlarge", "g5.2xlarge"]))
+    assert [(a.instance_type, a.subnet_id, a.error_code) for a in result.attempts] == [
+        ("g5g.xlarge", SUBNETS[0], "InsufficientInstanceCapacity"),
+        ("g5g.xlarge", SUBNETS[1], None),
+    ]
+    assert result.warnings == [
+        f"Instance types g6e.xlarge, g5.2xlarge do not support arm64, the architecture of image {IMAGE_ID}: "
+        "left out, launching on g5g.xlarge"
+    ]
+
+
+def test_a_type_ec2_says_nothing_about_is_kept(ec2, launcher):
+    _client, stubber = ec2
+    stubber.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g6e.xlarge"}]})
+    image = dict(IMAGE, Architecture="x86_64")
+    assert launcher.usable_instance_types(image, ["g6e.xlarge", "g6.2xlarge"]) == (["g6e.xlarge", "g6.2xlarge"], [])
+
+
+def test_instance_types_are_read_once_per_launcher(ec2, launcher):
+    _client, stubber = ec2
+    stubber.add_response("describe_instance_types", _types(g6e_xlarge=["x86_64"]), {"InstanceTypes": ["g6e.xlarge"]})
+    stubber.add_response("describe_instance_types", _types(g5g_xlarge=["arm64"]), {"InstanceTypes": ["g5g.xlarge"]})
+    assert launcher.instance_architectures(["g6e.xlarge"]) == {"g6e.xlarge": ["x86_64"]}
+    assert launcher.instance_architectures(["g6e.xlarge"]) == {"g6e.xlarge": ["x86_64"]}
+    both = launcher.instance_architectures(["g5g.xlarge", "g6e.xlarge"])
+    assert both == {"g5g.xlarge": ["arm64"], "g6e.xlarge": ["x86_64"]}
+
+
+def test_an_image_without_an_architecture_is_not_checked(launcher):
+    # No DescribeInstanceTypes answer is planned: the Stubber fails any request for one.
+    assert launcher.usable_instance_types(IMAGE, ["g6e.xlarge"]) == (["g6e.xlarge"], [])
+
+
+@pytest.mark.parametrize("code", ["UnauthorizedOperation", "AccessDenied"])
+def test_a_denied_describe_instance_types_skips_the_check_with_a_warning(ec2, launcher, code):
+    _client, stubber = ec2
+    _expect_arm64_image(stubber)
+    stubber.add_client_error("describe_instance_types", service_error_code=code, http_status_code=403)
+    stubber.add_response("run_instances", {"Instances": [_instance("i-0123456789abcdef0")]})
+    result = launcher.launch(_request(instance_types=["g6e.xlarge"]))
+    assert result.launched_ids == ["i-0123456789abcdef0"]
+    assert result.warnings == [
+        f"Not allowed to describe instance types in {REGION} (ec2:DescribeInstanceTypes): the instance types "
+        f"were not checked against the architecture of image {IMAGE_ID} (arm64)"
+    ]
+    # Denied once: not asked again by this launcher.
+    assert launcher.instance_architectures(["g5g.xlarge"]) is None
+
+
+def test_an_unknown_instance_type_is_named(ec2, launcher):
+    _client, stubber = ec2
+    _expect_arm64_image(stubber)
+    stubber.add_client_error(
+        "describe_instance_types",
+        service_error_code="InvalidInstanceType",
+        service_message="The following supplied instance types do not exist: [g9z.xlarge]",
+    )
+    with pytest.raises(LaunchError) as failed:
+        launcher.launch(_request(instance_types=["g5g.xlarge", "g9z.xlarge"]))
+    assert failed.value.message == (
+        f"Instance type g9z.xlarge does not exist in {REGION}: "
+        "The following supplied instance types do not exist: [g9z.xlarge]"
+    )
+
+
+def test_other_describe_instance_types_errors_fail(ec2, launcher):
+    _client, stubber = ec2
+    stubber.add_client_error("describe_instance_types", service_error_code="InvalidParameterValue")
+    with pytest.raises(LaunchError, match=r"Failed to describe instance types g6e\.xlarge in eu-central-1"):
+        launcher.usable_instance_types(dict(IMAGE, Architecture="x86_64"), ["g6e.xlarge"])
+
+
+def test_enough_instances_of_the_job_need_no_check(ec2, launcher):
+    _client, stubber = ec2
+    _expect_arm64_image(stubber, existing=[_instance("i-0123456789abcdef0")])
+    result = launcher.launch(_request(count=1, instance_types=["g6e.xlarge"]))
+    assert result.changed is False
+
+
 # ---------------------------------------------------------------- requests and volumes
 
 

@@ -19,6 +19,8 @@ from ansible_collections.burst.golden_ami.plugins.modules.burst_instance import 
 from localworld.faults import register
 
 BASE_IMAGE_NAME = "amzn2-ami-hvm-2.0.20180810-x86_64-gp2"
+# One of moto's built-in arm64 images (owned by amazon).
+ARM64_IMAGE_PREFIX = "al2022-ami-2022.0.20220728.1-kernel-5.15-arm64"
 
 
 def _defaults(**overrides):
@@ -208,6 +210,99 @@ def test_the_family_leaves_out_a_newer_unverified_candidate(world):
         assert result["image"]["image_id"] == world["image_id"] != candidate, family
 
 
+def _arm64_family(**more):
+    return dict(name_prefix=ARM64_IMAGE_PREFIX, owners=["amazon"], architecture="arm64", **more)
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_an_arm64_image_on_x86_types_fails_before_anything_is_launched(world, check_mode):
+    logic = _module(
+        world,
+        check_mode=check_mode,
+        job_id="job-arm-on-x86",
+        image_family=_arm64_family(),
+        instance_types=["g6e.xlarge", "g5.2xlarge"],
+    )
+    with pytest.raises(LaunchError) as failed:
+        logic.present()
+    assert failed.value.message.startswith("Image ami-")
+    assert failed.value.message.endswith(
+        " is arm64; none of the instance types g6e.xlarge, g5.2xlarge supports arm64 (they support x86_64): "
+        "choose arm64 types such as g5g.xlarge, or an x86_64 image"
+    )
+    assert _job_instances(world["ec2"], "job-arm-on-x86") == []
+
+
+def test_a_family_by_filters_and_types_left_out_for_the_architecture(world):
+    ec2 = world["ec2"]
+    arm = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": [f"{ARM64_IMAGE_PREFIX}*"]}])
+    arm = arm["Images"][0]["ImageId"]
+    made = {}
+    # An arm64 image, then a newer x86_64 one, in the same family (an image's architecture is its instance's).
+    for name, base, instance_type in (
+        ("burst-multi-v1", arm, "g5g.xlarge"),
+        ("burst-multi-v2", world["image_id"], "t3.micro"),
+    ):
+        builder = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, InstanceType=instance_type)
+        builder = builder["Instances"][0]["InstanceId"]
+        made[name] = ec2.create_image(InstanceId=builder, Name=name)["ImageId"]
+        ec2.terminate_instances(InstanceIds=[builder])
+
+    logic = _module(
+        world,
+        job_id="job-multi-arm",
+        image_family={
+            "name_prefix": "burst-multi-v",
+            "filters": {"architecture": "arm64", "virtualization-type": "hvm"},
+        },
+        instance_types=["g6e.xlarge", "g5g.xlarge"],
+    )
+    result = logic.present()
+    assert result["image"]["image_id"] == made["burst-multi-v1"]
+    assert [(a["instance_type"], a["error_code"]) for a in result["attempts"]] == [("g5g.xlarge", None)]
+    assert result["instances"][0]["instance_type"] == "g5g.xlarge"
+    assert logic.warnings == [
+        f"Instance type g6e.xlarge does not support arm64, the architecture of image {made['burst-multi-v1']}: "
+        "left out, launching on g5g.xlarge"
+    ]
+
+    x86 = _module(
+        world,
+        check_mode=True,
+        job_id="job-multi-x86",
+        image_family={"name_prefix": "burst-multi-v", "architecture": "x86_64"},
+        instance_types=["g6e.xlarge"],
+    )
+    assert x86.present()["image"]["image_id"] == made["burst-multi-v2"]
+    assert x86.warnings == []
+
+    with pytest.raises(LaunchError) as failed:
+        _module(
+            world,
+            check_mode=True,
+            job_id="job-multi-none",
+            image_family={"name_prefix": "burst-multi-v", "filters": {"architecture": "i386"}},
+            instance_types=["g6e.xlarge"],
+        ).present()
+    assert failed.value.message.endswith("for the newest image named burst-multi-v* matching architecture=i386")
+
+
+def test_a_denied_describe_instance_types_launches_with_a_warning(world):
+    register(world["ec2"], [{"operation": "DescribeInstanceTypes", "code": "UnauthorizedOperation", "status": 403}])
+    logic = _module(world, job_id="job-denied", image_id=world["image_id"], instance_types=["g6e.xlarge"])
+    result = logic.present()
+    assert result["changed"] is True and len(result["launched_ids"]) == 1
+    assert len(logic.warnings) == 1
+    assert logic.warnings[0].startswith("Not allowed to describe instance types in ")
+    assert "were not checked against the architecture of image" in logic.warnings[0]
+
+
+def test_an_unknown_instance_type_is_named(world):
+    with pytest.raises(LaunchError, match=r"^Instance type g9z\.xlarge does not exist in "):
+        _module(world, job_id="job-unknown", image_id=world["image_id"], instance_types=["g9z.xlarge"]).present()
+    assert _job_instances(world["ec2"], "job-unknown") == []
+
+
 def test_absent_by_job_id_by_ids_and_by_tags(world):
     def launch(job_id, tags=None):
         return _module(
@@ -289,6 +384,8 @@ def test_waits_for_the_healthcheck(world, health_port):
     [
         ({"instance_types": None}, "instance_types is required"),
         ({"image_family": {"tag_key": "Version", "name_prefix": "x", "owners": ["self"]}}, "not both"),
+        ({"image_family": {"filters": ["architecture=arm64"]}}, "image_family: Image filters must be a dict"),
+        ({"image_family": {"filters": {"": "arm64"}}}, "image_family: Invalid image filter name ''"),
         ({"efs": {"file_system_id": "fs-12345678", "mount_point": "relative"}}, "absolute path"),
         ({"root_volume": {"initialization_rate": 500}}, "100 to 300 MiB/s"),
         ({"root_volume": {"size": 2}}, "smaller than the"),
