@@ -127,6 +127,12 @@ def test_bake_falls_back_on_capacity_errors_and_publishes(aws_env, tmp_path):
     assert manifest["image_id"] == image_id
     assert manifest["contents"]["bake_id"] == bake_id
     assert manifest["contents"]["builder"]["instance_type"] == "g5.2xlarge"
+    # The bill of materials, fetched next to the manifest: the builder's OS and its packages from dpkg.
+    bom = json.loads((tmp_path / f"burst-golden-test-{bake_id}.cdx.json").read_text())
+    assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"] == "1.6"
+    assert bom["metadata"]["component"]["name"] == f"burst-golden-test-{bake_id}"
+    purls = [c.get("purl", "") for c in bom["components"]]
+    assert any(p.startswith("pkg:deb/debian/systemd@") for p in purls), purls[:20]
     steps = [s["step"] for s in json.loads((tmp_path / "steps.json").read_text())["steps"]]
     assert {"Launch the builder", "image_sanitize", "Capture the image", "Clean up the bake"} <= set(steps)
     assert _leftovers(bake_id) == _nothing_left(bake_id)

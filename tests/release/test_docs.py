@@ -86,7 +86,7 @@ def test_every_plugin_has_a_row_in_the_modules_page() -> None:
     rows = {line.split("|")[1].strip().split()[0].strip("`") for line in table.splitlines() if line.startswith("| `")}
     shipped = {
         path.stem
-        for directory in ("modules", "inventory", "callback", "filter")
+        for directory in ("modules", "inventory", "callback", "filter", "lookup")
         for path in (REPO / "plugins" / directory).glob("*.py")
         if not path.name.startswith("_")
     }
