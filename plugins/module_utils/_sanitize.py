@@ -519,3 +519,8 @@ def truncate(patterns, dry_run=False):
             with open(path, "r+b") as handle:
                 handle.truncate(0)
     return emptied
+
+
+def path_list_options(*names):
+    """The argument specs of options that are lists of paths, empty by default (the sanitize modules' globs)."""
+    return {name: dict(type="list", elements="path", default=[]) for name in names}

@@ -83,11 +83,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils import _sanitize 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            remove=dict(type="list", elements="path", default=[]),
-            keep=dict(type="list", elements="path", default=[]),
-            truncate=dict(type="list", elements="path", default=[]),
-        ),
+        argument_spec=_sanitize.path_list_options("remove", "keep", "truncate"),
         supports_check_mode=True,
     )
     try:

@@ -212,9 +212,7 @@ def own_payload(module):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            absent=dict(type="list", elements="path", default=[]),
-            keep=dict(type="list", elements="path", default=[]),
-            empty=dict(type="list", elements="path", default=[]),
+            **_sanitize.path_list_options("absent", "keep", "empty"),
             scan_roots=dict(type="list", elements="path", default=list(_sanitize.DEFAULT_SCAN_ROOTS)),
             scan_excludes=dict(type="list", elements="path", default=list(_sanitize.DEFAULT_SCAN_EXCLUDES)),
             scan_skip=dict(type="list", elements="str", default=[]),

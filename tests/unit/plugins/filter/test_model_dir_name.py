@@ -47,7 +47,7 @@ def test_the_filter_names_what_the_module_installs():
     assert model_dir_name({"repo_id": "org/m"}) == HubSource("org/m").default_name
     assert model_dir_name({"source": "s3", "bucket": "b", "prefix": "p/q"}) == S3Source("b", "p/q").default_name
     with pytest.raises(Exception, match="a url source needs a name"):
-        _ = UrlSource("https://h/f", "0" * 64).default_name
+        assert not UrlSource("https://h/f", "0" * 64).default_name
     assert model_dir_name({"source": "url", "url": "https://h/f", "sha256": "0" * 64}) == ""
 
 
