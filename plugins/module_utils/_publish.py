@@ -288,9 +288,9 @@ class Discard(_Regions):
                     kept.append({"region": region, "image_id": image_id, "reason": "published (no ImageStage tag)"})
                     keep_snapshots.update(image_snapshot_ids(image))
                     continue
-                reason = self.in_use(region, image_id, image)
-                if reason:
-                    left.append({"region": region, "resource": image_id, "reason": reason})
+                in_use = self.in_use(region, image_id, image)
+                if in_use:
+                    left.append({"region": region, "resource": image_id, "reason": in_use})
                     keep_snapshots.update(image_snapshot_ids(image))
                     continue
                 restored.extend(self.restore(region, image))

@@ -333,6 +333,10 @@ def test_fingerprint_and_input_checks_case_by_case(aws_env, tmp_path):
     first = results["first"]
     assert re.fullmatch(r"[0-9a-f]{64}", first["sha256"]), first
     assert "no image to compare with" in first["reason"]
+    # A configure role's variable given to the bake is read on the controller; one that needs the builder's facts
+    # reads undefined instead of failing the bake.
+    assert first["values"]["image_cache_min_free_mb"] == "2048", first["values"]
+    assert first["values"]["image_cache_retry_delay"] == "(undefined on the controller)", first["values"]
     assert first["manifest"]["extra_roles"][0]["vars"] == ["extend_marker_value"]
     assert first["manifest"]["hooks"]["after_capture"][0]["runs_on"] == "controller"
 

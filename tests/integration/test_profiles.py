@@ -205,7 +205,8 @@ def _s3_model(bucket: str) -> dict[str, bytes]:
 
 def test_batch_gpu_profile(aws_env, auth_registry, builder, apt_repo, tmp_path):
     profile = _profile("batch_gpu")
-    assert profile["bake_configure_roles"] == ["nvidia_container", "image_cache", "model_cache", "ecs_agent"]
+    roles = ["os_updates", "nvidia_container", "image_cache", "model_cache", "ecs_agent"]
+    assert profile["bake_configure_roles"] == roles
     bucket = f"models-{secrets.token_hex(4)}"
     files = _s3_model(bucket)
     image = auth_registry.standins["vllm-openai:v0.1"]
@@ -282,6 +283,10 @@ def test_batch_gpu_profile(aws_env, auth_registry, builder, apt_repo, tmp_path):
     assert manifest["last_run_uuid"] == manifest["builds"][0]["packer_run_uuid"] == bake_id
     contents = manifest["contents"]
     assert contents["profile"] == "batch_gpu"
+    # The OS updates ran first, with the builder's own apt sources, and said what they changed (if anything).
+    updates = contents["roles_manifest"]["os_updates"]
+    assert updates["manager"] == "apt" and updates["scope"] == "security", updates
+    assert isinstance(updates["packages"], list) and updates["rebooted"] is False, updates
     assert [(i["name"], i["digest"]) for i in contents["container_images"]] == [("batch-processor", image["digest"])]
 
     # The image holds: the job image at its digest (once the engine runs again, as at boot) ...
@@ -330,7 +335,7 @@ def _register_old_images(prefix: str, count: int) -> list[str]:
 
 def test_buildkit_cpu_profile(aws_env, registry, builder, tmp_path):
     profile = _profile("buildkit_cpu")
-    assert profile["bake_configure_roles"] == ["container_runtime", "image_cache", "buildkit"]
+    assert profile["bake_configure_roles"] == ["os_updates", "container_runtime", "image_cache", "buildkit"]
     assert profile["bake_root_volume"] == {"size": 200, "volume_type": "gp3", "iops": 6000, "throughput": 500}
     prefix = f"cpu-build-{secrets.token_hex(3)}-"
     older = _register_old_images(prefix, 4)

@@ -213,6 +213,18 @@ def test_discard_reports_a_snapshot_that_stays_in_use(aws_env):
     assert _bake_resources("bake-busy") == {REGION: ([], []), COPY_REGION: ([], [])}
 
 
+def test_discard_lists_an_image_it_cannot_deregister_and_removes_the_rest(aws_env):
+    _candidate("bake-denied")
+    plan = [{"operation": "DeregisterImage", "region": COPY_REGION, "code": "UnauthorizedOperation"}]
+    world = World(plan)
+    result = Discard(_params("bake-denied"), REGION, world.ec2, world.ssm, sleep=lambda _seconds: None).run()
+    assert [(item["region"], item["resource"][:4]) for item in result["left"]] == [(COPY_REGION, "ami-")]
+    assert "UnauthorizedOperation" in result["left"][0]["reason"], result["left"]
+    images, snapshots = _bake_resources("bake-denied")[COPY_REGION]
+    assert len(images) == 1 and len(snapshots) == 1, "the copy and its snapshot stay together"
+    assert _bake_resources("bake-denied")[REGION] == ([], [])
+
+
 def test_discard_by_age_sweeps_stale_candidates_of_the_family_only(aws_env):
     for bake_id, started, family in (
         ("bake-stale", "2020-01-01T00:00:00Z", "burst"),
