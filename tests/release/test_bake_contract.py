@@ -46,6 +46,7 @@ def _facts_set(role: str) -> set[str]:
 
 def test_the_configure_order_is_the_documented_one() -> None:
     assert ORDER == [
+        "os_updates",
         "container_runtime",
         "nvidia_container",
         "image_cache",
