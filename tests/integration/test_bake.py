@@ -30,7 +30,6 @@ from localworld.bakes import (
     BASE_IMAGE,
     bake_containers,
     bake_vars,
-    builder_image_missing,
     ec2_leftovers,
     new_bake_id,
     output,
@@ -41,14 +40,7 @@ from localworld.localplay import bake_environment
 
 TIMEOUT_S = 300
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _builder_image():
-    missing = builder_image_missing()
-    if missing:
-        pytest.fail(missing)
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.usefixtures("builder_image")]
 
 
 def _bake_vars(tmp_path: Path, bake_id: str, **overrides) -> dict:

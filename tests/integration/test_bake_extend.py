@@ -30,12 +30,12 @@ import re
 import secrets
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 import pytest
 
+from localworld.bakes import ANSIBLE_PLAYBOOK, bake_containers, bake_vars, ec2_leftovers, new_bake_id, playbook_command
 from localworld.localplay import bake_environment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,44 +43,24 @@ FILES = Path(__file__).resolve().parent / "files" / "extend"
 ROLE = FILES / "roles" / "extend_marker"
 BUILDER_HOOK = FILES / "hooks" / "builder.yml"
 CONTROLLER_HOOK = FILES / "hooks" / "controller.yml"
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-BASE_IMAGE = "burst-golden-ami/debian12-systemd:latest"
 TIMEOUT_S = 300
 BUILDER_STAGES = ["before_configure", "after_configure", "before_capture"]
 CONTROLLER_STAGES = ["after_capture", "after_verify", "after_promote"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _builder_image():
-    probe = subprocess.run(
-        ["docker", "image", "inspect", BASE_IMAGE], capture_output=True, text=True, check=False, timeout=60
-    )
-    if probe.returncode != 0:
-        pytest.fail(f"the builder image {BASE_IMAGE} is missing: run `make base-image` (hack/build-base-image.sh)")
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.usefixtures("builder_image")]
 
 
 def _bake_id(name: str) -> str:
-    return f"test-{name}-{secrets.token_hex(3)}"
+    return new_bake_id(name)
 
 
 def _bake_vars(tmp_path: Path, bake_id: str, **overrides) -> dict:
-    variables = {
-        "bake_id": bake_id,
-        "bake_builder_connection": "docker",
-        "bake_base_image_family": {"name_prefix": "Deep Learning AMI Ubuntu", "owners": ["amazon"]},
-        "bake_instance_types": ["g6e.xlarge", "g6.2xlarge", "g5.2xlarge"],
-        "bake_configure_roles": [],
-        "bake_image_name": f"burst-golden-test-{bake_id}",
-        "bake_ssm_parameter": f"/burst/test/{bake_id}",
+    local = {
         "bake_manifest_path": str(tmp_path / "manifest.json"),
         "bake_key_parent": str(_keys(tmp_path)),
-        "bake_capture_poll_interval": 1,
         "bake_progress_interval": 1,
     }
-    variables.update(overrides)
-    return variables
+    return bake_vars(bake_id, **{**local, **overrides})
 
 
 def _keys(tmp_path: Path) -> Path:
@@ -90,10 +70,7 @@ def _keys(tmp_path: Path) -> Path:
 
 
 def _run(playbook: str, variables: dict, aws_env: dict, tmp_path: Path) -> tuple[int, str]:
-    vars_file = tmp_path / f"vars-{secrets.token_hex(3)}.json"
-    vars_file.write_text(json.dumps(variables))
-    path = playbook if playbook.startswith("/") else str(REPO / "playbooks" / playbook)
-    return _run_argv([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", path, "-e", f"@{vars_file}"], aws_env, tmp_path)
+    return _run_argv(playbook_command(playbook, variables, tmp_path), aws_env, tmp_path)
 
 
 def _run_argv(argv: list[str], aws_env: dict, tmp_path: Path) -> tuple[int, str]:
@@ -124,10 +101,8 @@ def _leftovers(bake_id: str, tmp_path: Path) -> dict[str, list[str]]:
     ec2 = boto3.client("ec2")
     by_tag = [{"Name": "tag:BakeId", "Values": [bake_id]}]
     left = {
-        "instances": [i["InstanceId"] for i in _instances(bake_id)],
-        "security_groups": [g["GroupId"] for g in ec2.describe_security_groups(Filters=by_tag)["SecurityGroups"]],
-        "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs(Filters=by_tag)["KeyPairs"]],
-        "containers": _containers(bake_id),
+        **ec2_leftovers(ec2, bake_id),
+        "containers": bake_containers(bake_id),
         "images": [i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=by_tag)["Images"]],
         "snapshots": [s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=by_tag)["Snapshots"]],
         "key_files": sorted(str(p) for p in _keys(tmp_path).glob(f"burst-bake.{bake_id}.*")),
@@ -135,15 +110,8 @@ def _leftovers(bake_id: str, tmp_path: Path) -> dict[str, list[str]]:
     return {kind: found for kind, found in left.items() if found}
 
 
-def _containers(bake_id: str) -> list[str]:
-    """The builder containers of this bake, as bake.yml labels them."""
-    argv = ["docker", "ps", "-aq", "--filter", f"label=burst.golden_ami.bake-id={bake_id}"]
-    listed = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
-    return listed.stdout.split()
-
-
 def _remove_containers(bake_id: str) -> None:
-    for container in _containers(bake_id):
+    for container in bake_containers(bake_id):
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False, timeout=120)
 
 

@@ -23,7 +23,6 @@ from localworld.bakes import (
     REPO,
     bake_containers,
     bake_vars,
-    builder_image_missing,
     ec2_leftovers,
     new_bake_id,
     output,
@@ -32,14 +31,7 @@ from localworld.localplay import bake_environment
 
 TIMEOUT_S = 900
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _builder_image():
-    missing = builder_image_missing()
-    if missing:
-        pytest.fail(missing)
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.usefixtures("builder_image")]
 
 
 def _run_bake_many(bakes: dict, aws_env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:

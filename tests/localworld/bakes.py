@@ -50,10 +50,11 @@ def bake_vars(bake_id: str, **overrides) -> dict:
 
 
 def playbook_command(playbook: str, variables: dict, workdir: Path) -> list[str]:
-    """ansible-playbook of this checkout's playbooks/<playbook>, its variables in a file (never on the command line)."""
-    vars_file = workdir / f"{playbook}-{secrets.token_hex(2)}.json"
+    """ansible-playbook of playbooks/<playbook> (or of a playbook's absolute path), its variables in a file."""
+    path = Path(playbook) if Path(playbook).is_absolute() else REPO / "playbooks" / playbook
+    vars_file = workdir / f"{path.stem}-{secrets.token_hex(2)}.json"
     vars_file.write_text(json.dumps(variables))
-    return [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(REPO / "playbooks" / playbook), "-e", f"@{vars_file}"]
+    return [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(path), "-e", f"@{vars_file}"]
 
 
 def run_playbook(
