@@ -45,27 +45,46 @@ def probe_health(url, timeout=2.0):
     ``unreachable``: no HTTP answer within ``timeout`` seconds (refused,
     reset, or a server that accepts and never answers).
     """
+    return probe_health_document(url, timeout)[:2]
+
+
+def probe_health_document(url, timeout=2.0):
+    """As ``probe_health``, plus the answer's JSON body: ``(status, detail, document)``.
+
+    ``document`` is the parsed JSON object of the answer (a 200 or an error
+    status alike), or None when there was no answer or it was not a JSON object.
+    """
     if not url:
-        return HEALTH_UNREACHABLE, "no healthcheck URL"
+        return HEALTH_UNREACHABLE, "no healthcheck URL", None
     if not str(url).lower().startswith(("http://", "https://")):
-        return HEALTH_UNREACHABLE, f"not an http(s) URL: {url}"
+        return HEALTH_UNREACHABLE, f"not an http(s) URL: {url}", None
     try:
         with _NO_PROXY.open(url, timeout=timeout) as response:
             body = response.read(65536)
             status = response.status
     except urllib.error.HTTPError as e:
-        return HEALTH_STARTING, _with_body(f"HTTP {e.code}", e)
+        try:
+            body = e.read(65536)
+        except (OSError, ValueError):
+            body = b""
+        detail = f"HTTP {e.code}: {_body_text(body)}" if body else f"HTTP {e.code}"
+        return HEALTH_STARTING, detail, _json_object(body)
     except (urllib.error.URLError, OSError, ValueError) as e:
-        return HEALTH_UNREACHABLE, str(getattr(e, "reason", e))
+        return HEALTH_UNREACHABLE, str(getattr(e, "reason", e)), None
+    document = _json_object(body)
     if status != 200:
-        return HEALTH_STARTING, f"HTTP {status}"
+        return HEALTH_STARTING, f"HTTP {status}", document
+    if document is not None and "ready" in document and document["ready"] is not True:
+        return HEALTH_STARTING, f"HTTP 200, not ready: {_body_text(body)}", document
+    return HEALTH_READY, "HTTP 200", document
+
+
+def _json_object(body):
     try:
         document = json.loads(body or b"null")
     except ValueError:
-        document = None
-    if isinstance(document, dict) and "ready" in document and document["ready"] is not True:
-        return HEALTH_STARTING, f"HTTP 200, not ready: {_body_text(body)}"
-    return HEALTH_READY, "HTTP 200"
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _body_text(body, limit=1000):
@@ -74,16 +93,10 @@ def _body_text(body, limit=1000):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _with_body(status, error):
-    try:
-        body = error.read(65536)
-    except (OSError, ValueError):
-        body = b""
-    return f"{status}: {_body_text(body)}" if body else status
-
-
-def probe_health_many(urls, timeout=2.0, max_workers=256):
+def probe_health_many(urls, timeout=2.0, max_workers=256, documents=False):
     """Probe every URL of ``urls`` (``{key: url}``) at once; returns ``{key: (status, detail)}``.
+
+    With ``documents``, each value is ``(status, detail, document)`` (see ``probe_health_document``).
 
     With one thread per URL (up to ``max_workers``), the whole takes about one
     ``timeout`` however many hosts hang.
@@ -92,14 +105,25 @@ def probe_health_many(urls, timeout=2.0, max_workers=256):
         return {}
     workers = max(1, min(len(urls), max_workers))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="burst-health") as pool:
-        futures = {key: pool.submit(probe_health, url, timeout) for key, url in urls.items()}
+        probe = probe_health_document if documents else probe_health
+        futures = {key: pool.submit(probe, url, timeout) for key, url in urls.items()}
         return {key: future.result() for key, future in futures.items()}
 
 
 def wait_healthy(
-    urls, timeout=600, interval=5, probe_timeout=3.0, sleep=time.sleep, clock=time.monotonic, progress=None
+    urls,
+    timeout=600,
+    interval=5,
+    probe_timeout=3.0,
+    sleep=time.sleep,
+    clock=time.monotonic,
+    progress=None,
+    documents=False,
 ):
     """Probe ``urls`` (``{key: url}``) until all are ready; returns the last ``{key: (status, detail)}``.
+
+    With ``documents``, each value is ``(status, detail, document)``: the last answer's JSON body
+    (for a ready host, its ``boot_to_ready_s`` for example).
 
     Raises LaunchError naming the hosts that are not ready after ``timeout`` seconds. ``progress``
     (optional) is called with a line after each round of probes.
@@ -110,7 +134,7 @@ def wait_healthy(
 
     def probe():
         nonlocal pending
-        results.update(probe_health_many(pending, timeout=probe_timeout))
+        results.update(probe_health_many(pending, timeout=probe_timeout, documents=documents))
         pending = {k: u for k, u in pending.items() if results[k][0] != HEALTH_READY}
         if progress is not None:
             detail = "; ".join(f"{k}: {results[k][0]} ({results[k][1]})" for k in sorted(pending))
