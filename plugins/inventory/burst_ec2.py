@@ -26,8 +26,18 @@ description:
   - Each expression of C(compose), C(groups) and C(keyed_groups) is compiled once per run rather than once per
     host (ansible-core 2.19 compiles it for every host), with the same results, errors and C(strict) handling.
   - With O(health.enabled), each host's healthcheck URL is probed, all at once with a short timeout, and hosts
-    are grouped as ready, starting or unreachable. The URL is the host variable C(burst_health_url) when
-    C(compose) sets it, else O(health.url) filled in with the host's fields.
+    are grouped as ready, starting, unreachable or draining. The URL is the host variable C(burst_health_url) when
+    C(compose) sets it, else O(health.url) filled in with the host's fields. Each probed host gets
+    C(burst_health) (V(ready), V(starting), V(unreachable) or V(draining)), C(burst_health_detail) and
+    C(burst_boot_to_ready_s), the healthcheck's C(boot_to_ready_s) (seconds from boot to the first moment it was
+    ready; V(null) while it has not been ready yet, or when it did not answer).
+  - "A burst instance that received a spot interruption notice is draining: it goes to the group
+    C(<prefix>draining), and gets the host variable C(burst_draining), a dictionary with C(reason)
+    (V(spot-interruption)) and C(deadline) (when the instance is interrupted). A host is draining when its
+    healthcheck answers 503 with a C(draining) object (then C(burst_draining) is that object, with C(action),
+    C(noticed_at) and C(seconds_left) too), or, with or without probes, when the instance carries the tag
+    C(BurstDraining), which it sets itself on notice, valued with the deadline. A draining host is in none of
+    the groups ready, starting and unreachable; a host that is not draining has no C(burst_draining)."
   - The configuration file's name must end with C(burst_ec2.yml) or C(burst_ec2.yaml).
 extends_documentation_fragment:
   - inventory_cache
@@ -197,7 +207,9 @@ options:
     default: {}
     suboptions:
       enabled:
-        description: Probe each host and group it as C(<prefix>ready), C(<prefix>starting) or C(<prefix>unreachable).
+        description:
+          - Probe each host and group it as C(<prefix>ready), C(<prefix>starting), C(<prefix>unreachable) or
+            C(<prefix>draining).
         type: bool
         default: false
       url:
@@ -222,7 +234,8 @@ regions: [eu-central-1, us-east-2]
 hostnames: [private-ip-address, instance-id]
 
 ---
-# With health: hosts land in burst_ready, burst_starting or burst_unreachable
+# With health: hosts land in burst_ready, burst_starting, burst_unreachable or burst_draining (spot
+# interruption notice received: burst_draining.deadline says when it goes away); each has burst_boot_to_ready_s
 plugin: burst.golden_ami.burst_ec2
 regions: [eu-central-1]
 health:
@@ -339,6 +352,10 @@ BURST_INSTANCE_FIELDS = (
     "Tags",
 )
 HEALTH_URL_VAR = "burst_health_url"
+# The health status, and group, of a host that received a spot interruption notice.
+HEALTH_DRAINING = "draining"
+# The tag a burst instance sets on itself when it receives a spot interruption notice; its value is the deadline.
+DRAINING_TAG = "BurstDraining"
 _GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 _CONTRIB_SCRIPT_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
@@ -365,6 +382,20 @@ def snake_case(value, top=True):
     if isinstance(value, list):
         return [snake_case(item, top=False) for item in value]
     return value
+
+
+def reported_draining(status, document):
+    """The ``draining`` object of a healthcheck's answer that is not ready, else None."""
+    if status == HEALTH_READY or not isinstance(document, dict):
+        return None
+    draining = document.get("draining")
+    return draining if isinstance(draining, dict) else None
+
+
+def boot_to_ready(document):
+    """The healthcheck's ``boot_to_ready_s``: a number of seconds, or None."""
+    value = document.get("boot_to_ready_s") if isinstance(document, dict) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def group_name(*parts):
@@ -806,6 +837,9 @@ class InventoryModule(AWSInventoryBase):
             "burst_uptime_seconds": facts["uptime_seconds"],
             "burst_spot_price": facts["spot_price"],
         }
+        deadline = (fields.get("tags") or {}).get(DRAINING_TAG)
+        if deadline:
+            burst_vars["burst_draining"] = {"reason": "spot-interruption", "deadline": deadline}
         return fields, burst_vars
 
     def _add_burst_groups(self, name, plain, prefix):
@@ -824,7 +858,7 @@ class InventoryModule(AWSInventoryBase):
             self.inventory.add_host(name, group=group)
 
     def _probe(self, hosts, health):
-        """Probe every host's healthcheck at once; returns ``{name: (status, detail)}``."""
+        """Probe every host's healthcheck at once; returns ``{name: (status, detail, answer's JSON or None)}``."""
         template = health.get("url")
         urls = {}
         for name, plain, _host_vars in hosts:
@@ -835,7 +869,10 @@ class InventoryModule(AWSInventoryBase):
                 url = health_url(template, facts)
             urls[name] = url
         return probe_health_many(
-            urls, timeout=float(health.get("timeout", 2.0)), max_workers=int(health.get("max_workers", 256))
+            urls,
+            timeout=float(health.get("timeout", 2.0)),
+            max_workers=int(health.get("max_workers", 256)),
+            documents=True,
         )
 
     def _populate(self, results, settings):
@@ -882,18 +919,37 @@ class InventoryModule(AWSInventoryBase):
                 hosts.append((name, plain, host_vars))
 
         health = settings["health"]
+        probes = None
         if health.get("enabled") and hosts:
             probes = self._probe(hosts, health)
-            for status in (HEALTH_READY, HEALTH_STARTING, HEALTH_UNREACHABLE):
+            for status in (HEALTH_READY, HEALTH_STARTING, HEALTH_UNREACHABLE, HEALTH_DRAINING):
                 self.inventory.add_group(f"{prefix}{status}")
-            for name, plain, host_vars in hosts:
-                status, detail = probes[name]
-                for variables in (plain, host_vars):
-                    variables["burst_health"] = status
-                    variables["burst_health_detail"] = detail
-                self.inventory.set_variable(name, "burst_health", status)
-                self.inventory.set_variable(name, "burst_health_detail", detail)
-                self.inventory.add_host(name, group=f"{prefix}{status}")
+        for name, plain, host_vars in hosts:
+            # Draining: the tag the instance set on notice, or (more detailed) what its healthcheck says.
+            draining = plain.get("burst_draining")
+            updates = {}
+            group = None
+            if probes is not None:
+                status, detail, document = probes[name]
+                draining = reported_draining(status, document) or draining
+                if draining is not None:
+                    status = HEALTH_DRAINING
+                group = f"{prefix}{status}"
+                updates = {
+                    "burst_health": status,
+                    "burst_health_detail": detail,
+                    "burst_boot_to_ready_s": boot_to_ready(document),
+                }
+            if draining is not None:
+                updates["burst_draining"] = draining
+                group = f"{prefix}{HEALTH_DRAINING}"
+            for var, value in updates.items():
+                plain[var] = host_vars[var] = value
+                self.inventory.set_variable(name, var, value)
+            if group is not None:
+                if group not in self.inventory.groups:
+                    self.inventory.add_group(group)
+                self.inventory.add_host(name, group=group)
 
         for name, plain, host_vars in hosts:
             if settings["burst_groups"]:

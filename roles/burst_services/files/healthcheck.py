@@ -53,6 +53,41 @@ Probes run in a background thread, concurrently, one loop per backend, every
 answered from a response snapshot that the probes rebuild; no request ever
 waits on a backend, so a backend that hangs cannot slow anyone down.
 
+Spot interruptions, with an ``interruption`` object in the configuration
+(without one, nothing is watched)::
+
+    "interruption": {"enabled": true, "imds_url": "http://169.254.169.254",
+                     "poll_interval_s": 5, "state_file": "/run/burst/interruption.json",
+                     "hooks_dir": "/etc/burst/interruption.d", "hook_timeout_s": 90}
+
+Every ``poll_interval_s``, in the probes' thread, the watcher asks the
+instance metadata service (IMDSv2: a token from ``PUT /latest/api/token``,
+then each ``GET`` with it) for ``/latest/meta-data/spot/instance-action``
+and ``/latest/meta-data/events/recommendations/rebalance`` (404: none).
+
+- A spot interruption notice (``{"action": "terminate", "time": ...}``)
+  drains the instance, for good: ``/health`` answers 503 with ``ready``
+  false and ``draining``: ``{"reason": "spot-interruption", "action",
+  "deadline"`` (the notice's time), ``"noticed_at", "seconds_left"}``, the
+  other fields as before. The state file gets ``{"reason", "action",
+  "deadline", "noticed_at"}`` (written whole, then renamed), and every
+  executable of ``hooks_dir`` runs once, in name order, one after the
+  other, with ``BURST_INTERRUPTION_REASON``, ``BURST_INTERRUPTION_ACTION``
+  and ``BURST_INTERRUPTION_DEADLINE`` in its environment, each for at most
+  ``hook_timeout_s`` and never past 10 s before the deadline (then its
+  process group is killed); each exit status is logged. Hooks run in a
+  thread of their own: requests and probes never wait on them.
+- A rebalance recommendation (``{"noticeTime": ...}``) is advice, not a
+  notice: the instance may run for hours yet, or stay. ``/health`` keeps
+  its answer and adds ``rebalance_recommended_at``; the state file gets the
+  reason ``rebalance-recommendation``; hooks do not run (they prepare for
+  the end, which a recommendation does not announce).
+- When the metadata service does not answer, the watcher logs it once,
+  keeps serving, and tries again less and less often (up to a minute
+  apart). With the link-local ``imds_url`` (the default), it first reads
+  the machine's firmware data (DMI, under /sys) and, on a machine that is
+  not an EC2 instance, logs that once and sends nothing at all.
+
 Python 3.9+ standard library only: it runs on the image's own python3.
 """
 
@@ -60,6 +95,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import calendar
 import collections
 import json
 import os
@@ -67,6 +103,7 @@ import re
 import resource
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -100,17 +137,54 @@ LIMITS = {
     "send_timeout_s": (float, 10.0, 0.01, 3600),
 }
 
+# The interruption watcher's settings: key -> (type, default).
+INTERRUPTION_SETTINGS = {
+    "enabled": (bool, True),
+    "imds_url": (str, "http://169.254.169.254"),
+    "poll_interval_s": (float, 5.0),
+    "state_file": (str, "/run/burst/interruption.json"),
+    "hooks_dir": (str, "/etc/burst/interruption.d"),
+    "hook_timeout_s": (float, 90.0),
+}
+# The instance metadata service's link-local addresses (IPv4, IPv6): only an EC2 instance has them.
+IMDS_LINK_LOCAL = frozenset(("169.254.169.254", "fd00:ec2::254"))
+IMDS_TOKEN_PATH = "/latest/api/token"  # noqa: S105 - a URL path, not a secret
+IMDS_SPOT_ACTION_PATH = "/latest/meta-data/spot/instance-action"
+IMDS_REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
+# Lifetime asked for an IMDSv2 token, and the margin before its end at which a new one is fetched.
+IMDS_TOKEN_TTL_S = 21600
+IMDS_TOKEN_MARGIN_S = 60
+# Seconds one metadata request may take.
+IMDS_TIMEOUT_S = 2.0
+# Longest wait between two tries while the metadata service does not answer.
+IMDS_BACKOFF_MAX_S = 60.0
+# Seconds before the interruption deadline by which every hook has been stopped.
+HOOK_DEADLINE_MARGIN_S = 10.0
+# Root of the kernel's sysfs, where the machine's DMI data is read.
+SYSFS = "/sys"
+
 _TOP_KEYS = {
     "listen_host": str,
     "listen_port": int,
     "interval_s": float,
     "timeout_s": float,
     "backends": list,
+    "interruption": dict,
     **{key: spec[0] for key, spec in LIMITS.items()},
 }
 # Top-level keys of the answer: a backend's name must not shadow one.
 RESERVED_NAMES = frozenset(
-    ("ready", "backends", "boot_to_ready_s", "start_to_ready_s", "ready_at", "generated_at", "timestamp")
+    (
+        "ready",
+        "backends",
+        "boot_to_ready_s",
+        "start_to_ready_s",
+        "ready_at",
+        "generated_at",
+        "timestamp",
+        "draining",
+        "rebalance_recommended_at",
+    )
 )
 _BACKEND_KEYS = {"name": str, "kind": str, "url": str, "model": str, "required": bool}
 
@@ -134,6 +208,23 @@ class Backend:
         self.required = required
 
 
+class Interruption:
+    """The interruption watcher's settings (INTERRUPTION_SETTINGS), with the metadata service's address."""
+
+    __slots__ = (*INTERRUPTION_SETTINGS, "imds_host", "imds_port")
+
+    def __init__(self, **settings):
+        unknown = set(settings) - set(INTERRUPTION_SETTINGS)
+        if unknown:
+            raise TypeError(f"unknown interruption setting(s): {', '.join(sorted(unknown))}")
+        for key, (kind, default) in INTERRUPTION_SETTINGS.items():
+            setattr(self, key, kind(settings.get(key, default)))
+        self.imds_url = self.imds_url.rstrip("/")
+        parts = urlsplit(self.imds_url)
+        self.imds_host = parts.hostname
+        self.imds_port = parts.port or 80
+
+
 class Config:
     """A validated configuration."""
 
@@ -144,6 +235,7 @@ class Config:
         listen_port=8080,
         interval_s=1.0,
         timeout_s=1.0,
+        interruption=None,
         **limits,
     ):
         self.backends = backends
@@ -151,6 +243,8 @@ class Config:
         self.listen_port = listen_port
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        # None: no interruption section, nothing watched.
+        self.interruption = interruption
         unknown = set(limits) - set(LIMITS)
         if unknown:
             raise TypeError(f"unknown limit(s): {', '.join(sorted(unknown))}")
@@ -159,7 +253,14 @@ class Config:
 
 
 def _type_name(expected):
-    return {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "true or false"}[expected]
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+        bool: "true or false",
+    }[expected]
 
 
 def _check_type(value, expected, where):
@@ -171,6 +272,39 @@ def _check_type(value, expected, where):
         good = isinstance(value, expected)
     if not good:
         raise ConfigError(f"{where}: must be {_type_name(expected)}, got {json.dumps(value)}")
+
+
+def _check_http_url(url, where):
+    """``(host, port)`` of ``url``, which must be http://HOST[:PORT] and nothing more."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(f"{where}: {url!r} must be http://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"{where}: {url!r} must be http://HOST:PORT, without path, query or credentials")
+    try:
+        return parts.hostname, parts.port or 80
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {url!r}: {exc}") from None
+
+
+def _parse_interruption(raw, where):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be an object, got {json.dumps(raw)}")
+    for key in raw:
+        if key not in INTERRUPTION_SETTINGS:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(INTERRUPTION_SETTINGS))})")
+    for key, (expected, _default) in INTERRUPTION_SETTINGS.items():
+        if key in raw:
+            _check_type(raw[key], expected, f"{where}.{key}")
+    if "imds_url" in raw:
+        _check_http_url(raw["imds_url"], f"{where}.imds_url")
+    for key in ("poll_interval_s", "hook_timeout_s"):
+        if key in raw and not 0 < raw[key] <= 3600:
+            raise ConfigError(f"{where}.{key}: must be more than 0 and at most 3600 seconds, got {raw[key]}")
+    for key in ("state_file", "hooks_dir"):
+        if key in raw and (not os.path.isabs(raw[key]) or raw[key].endswith("/") or "\0" in raw[key]):
+            raise ConfigError(f"{where}.{key}: {raw[key]!r} must be an absolute path")
+    return Interruption(**raw)
 
 
 def _parse_backend(raw, where):
@@ -196,21 +330,13 @@ def _parse_backend(raw, where):
     if kind not in KINDS:
         raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
     url = raw["url"]
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ConfigError(f"{where}.url: {url!r} must be http://HOST:PORT")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ConfigError(f"{where}.url: {url!r} must be http://HOST:PORT, without path, query or credentials")
-    try:
-        port = parts.port or 80
-    except ValueError as exc:
-        raise ConfigError(f"{where}.url: {url!r}: {exc}") from None
+    host, port = _check_http_url(url, f"{where}.url")
     model = raw.get("model")
     if kind == "vllm" and not model:
         raise ConfigError(f"{where}.model: required for kind 'vllm' (the served model id that /v1/models lists)")
     if kind != "vllm" and model is not None:
         raise ConfigError(f"{where}.model: only kind 'vllm' checks a model id")
-    return Backend(name, kind, url.rstrip("/"), parts.hostname, port, model, raw.get("required", True))
+    return Backend(name, kind, url.rstrip("/"), host, port, model, raw.get("required", True))
 
 
 def parse_config(raw, source="config"):
@@ -226,6 +352,8 @@ def parse_config(raw, source="config"):
     if "backends" not in raw:
         raise ConfigError(f"{source}: backends: required")
     options = {key: raw[key] for key in ("listen_host", "listen_port", "interval_s", "timeout_s") if key in raw}
+    if "interruption" in raw:
+        options["interruption"] = _parse_interruption(raw["interruption"], f"{source}: interruption")
     port = options.get("listen_port", 8080)
     if not 0 <= port <= 65535:
         raise ConfigError(f"{source}: listen_port: {port} is not a TCP port (0-65535)")
@@ -294,37 +422,45 @@ class ProbeFailure(Exception):
 
 async def http_get(host, port, path, read_body=True):
     """GET ``path`` with HTTP/1.1 and Connection: close; return (status code, body bytes)."""
+    return await http_request(host, port, "GET", path, read_body=read_body)
+
+
+async def http_request(host, port, method, path, headers=(), read_body=True):
+    """One HTTP/1.1 request without a body, ``headers`` as (name, value) pairs; return (status code, body bytes)."""
     reader, writer = await asyncio.open_connection(host, port, limit=MAX_REQUEST_HEAD * 8)
     try:
         hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        if method not in ("GET", "HEAD"):
+            extra += "Content-Length: 0\r\n"
         writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: burst-healthcheck\r\n"
-            "Accept: application/json\r\nConnection: close\r\n\r\n".encode("ascii")
+            f"{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: burst-healthcheck\r\n"
+            f"Accept: application/json\r\n{extra}Connection: close\r\n\r\n".encode("ascii")
         )
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
-            raise ProbeFailure("error", f"GET {path}: connection closed before a full answer") from exc
+            raise ProbeFailure("error", f"{method} {path}: connection closed before a full answer") from exc
         except asyncio.LimitOverrunError as exc:
-            raise ProbeFailure("error", f"GET {path}: answer headers too large") from exc
+            raise ProbeFailure("error", f"{method} {path}: answer headers too large") from exc
         lines = head.decode("latin-1").split("\r\n")
         status_line = lines[0].split(" ", 2)
         if len(status_line) < 2 or not status_line[0].startswith("HTTP/1.") or not status_line[1].isdigit():
-            raise ProbeFailure("error", f"GET {path}: not an HTTP answer: {lines[0][:80]!r}")
+            raise ProbeFailure("error", f"{method} {path}: not an HTTP answer: {lines[0][:80]!r}")
         code = int(status_line[1])
         if not read_body:
             return code, b""
-        headers = {}
+        answer_headers = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
             if sep:
-                headers[name.strip().lower()] = value.strip()
-        return code, await _read_body(reader, headers, path)
+                answer_headers[name.strip().lower()] = value.strip()
+        return code, await _read_body(reader, answer_headers, f"{method} {path}")
     finally:
         writer.close()
 
 
-async def _read_body(reader, headers, path):
+async def _read_body(reader, headers, request):
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body = bytearray()
         while True:
@@ -333,17 +469,17 @@ async def _read_body(reader, headers, path):
             if size == 0:
                 return bytes(body)
             if len(body) + size > MAX_PROBE_BODY:
-                raise ProbeFailure("error", f"GET {path}: answer larger than {MAX_PROBE_BODY} bytes")
+                raise ProbeFailure("error", f"{request}: answer larger than {MAX_PROBE_BODY} bytes")
             body += await reader.readexactly(size)
             await reader.readexactly(2)
     if "content-length" in headers:
         length = int(headers["content-length"])
         if length > MAX_PROBE_BODY:
-            raise ProbeFailure("error", f"GET {path}: answer larger than {MAX_PROBE_BODY} bytes")
+            raise ProbeFailure("error", f"{request}: answer larger than {MAX_PROBE_BODY} bytes")
         return await reader.readexactly(length)
     body = await reader.read(MAX_PROBE_BODY + 1)
     if len(body) > MAX_PROBE_BODY:
-        raise ProbeFailure("error", f"GET {path}: answer larger than {MAX_PROBE_BODY} bytes")
+        raise ProbeFailure("error", f"{request}: answer larger than {MAX_PROBE_BODY} bytes")
     return body
 
 
@@ -409,6 +545,7 @@ class State:
     def __init__(self, config, log):
         self._lock = threading.Lock()
         self._log = log
+        self.log = log
         self._backends = config.backends
         self._results = {
             backend.name: {
@@ -432,6 +569,11 @@ class State:
         self.boot_to_ready_s = None
         self.start_to_ready_s = None
         self.ready_at = None
+        # The spot interruption notice, once one came (for good); its deadline in seconds since the epoch.
+        self.draining = None
+        self._deadline_epoch = None
+        # The rebalance recommendation's time, once one came.
+        self.rebalance_recommended_at = None
         self.responses = {}
         self._render()
 
@@ -450,6 +592,24 @@ class State:
                 self._log("ready" if ready else "not ready")
             self._render()
 
+    def drain(self, record, deadline_epoch):
+        """Answer as draining from now on: ``record`` is the notice (reason, action, deadline, noticed_at)."""
+        with self._lock:
+            self.draining = dict(record)
+            self._deadline_epoch = deadline_epoch
+            self._render()
+
+    def recommend_rebalance(self, recommended_at):
+        """Add the time of a rebalance recommendation to the answers."""
+        with self._lock:
+            self.rebalance_recommended_at = recommended_at
+            self._render()
+
+    def refresh(self):
+        """Render the answers again (``seconds_left`` moves on)."""
+        with self._lock:
+            self._render()
+
     def _first_ready(self, epoch):
         now_boot = seconds_since_boot()
         self.ready_at = _utc(epoch)
@@ -465,12 +625,20 @@ class State:
 
     def _render(self):
         now = time.time()
+        draining = None
+        if self.draining is not None:
+            left = self._deadline_epoch
+            draining = dict(self.draining, seconds_left=None if left is None else round(max(0.0, left - now), 1))
+        # A draining instance is not ready, whatever its backends say: it is going away.
+        ready = self.ready and draining is None
         health = {
-            "ready": self.ready,
+            "ready": ready,
             "backends": self._results,
             "boot_to_ready_s": self.boot_to_ready_s,
             "start_to_ready_s": self.start_to_ready_s,
             "ready_at": self.ready_at,
+            "draining": draining,
+            "rebalance_recommended_at": self.rebalance_recommended_at,
             "generated_at": _utc(now),
             # The seed's format: {"ready", "<name>": {"ok", "status"}, "timestamp"}.
             "timestamp": round(now, 3),
@@ -478,7 +646,7 @@ class State:
         for name, result in self._results.items():
             health[name] = {"ok": result["ok"], "status": result["status"]}
         body = json.dumps(health, separators=(",", ":"), sort_keys=False).encode() + b"\n"
-        health_answers = _answers(200 if self.ready else 503, body)
+        health_answers = _answers(200 if ready else 503, body)
         live_answers = _answers(200, b'{"live":true}\n')
         self.responses = {
             b"/health": health_answers,
@@ -808,12 +976,359 @@ def _drop(transport):
         transport.close()
 
 
+def on_ec2(sysfs=None):
+    """Whether the machine's DMI data (read locally, nothing sent) says it is an EC2 instance.
+
+    Nitro instances name "Amazon EC2" as system, board and firmware vendor; Xen
+    ones have a firmware version ending in ".amazon" and a hypervisor UUID that
+    starts with "ec2".
+    """
+    root = SYSFS if sysfs is None else sysfs
+    dmi = os.path.join(root, "class", "dmi", "id")
+    for name in ("sys_vendor", "board_vendor", "bios_vendor", "bios_version"):
+        if "amazon" in _read_text(os.path.join(dmi, name)).lower():
+            return True
+    for path in (os.path.join(root, "hypervisor", "uuid"), os.path.join(dmi, "product_uuid")):
+        if _read_text(path).lower().startswith("ec2"):
+            return True
+    return False
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(256).strip()
+    except OSError:
+        return ""
+
+
+def _epoch(stamp):
+    """Seconds since the epoch of an IMDS time (``2026-01-02T03:04:05Z``, fractions allowed), None if unreadable."""
+    if not isinstance(stamp, str):
+        return None
+    text = stamp.strip()
+    fraction = 0.0
+    if text.endswith("Z"):
+        text = text[:-1]
+    if "." in text:
+        text, _dot, digits = text.partition(".")
+        if not digits.isdigit():
+            return None
+        fraction = float(f"0.{digits}")
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S")) + fraction
+    except ValueError:
+        return None
+
+
+def write_state_file(path, record):
+    """Write ``record`` as JSON to ``path`` whole: a reader sees the old file or the new one, never a part."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class ImdsError(Exception):
+    """The instance metadata service did not answer as it should."""
+
+
+class HookRunner:
+    """Runs the interruption hooks once, in name order, each in a process group of its own, in a thread."""
+
+    def __init__(self, settings, record, deadline_epoch, log):
+        self._settings = settings
+        self._record = record
+        self._deadline_epoch = deadline_epoch
+        self._log = log
+        self._lock = threading.Lock()
+        self._process = None
+        self._stopped = False
+        self.thread = threading.Thread(target=self._run, name="healthcheck-interruption-hooks", daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        """Kill the hook under way, if any, and run no more."""
+        with self._lock:
+            self._stopped = True
+            if self._process is not None:
+                _kill_group(self._process)
+
+    def _hooks(self):
+        directory = self._settings.hooks_dir
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            self._log(f"interruption hooks: {directory} does not exist, none run")
+            return []
+        except OSError as exc:
+            self._log(f"interruption hooks: cannot list {directory}: {exc.strerror or exc}")
+            return []
+        hooks = []
+        for name in names:
+            path = os.path.join(directory, name)
+            if name.startswith(".") or not os.path.isfile(path):
+                continue
+            if not os.access(path, os.X_OK):
+                self._log(f"interruption hook {name}: not executable, skipped")
+                continue
+            hooks.append((name, path))
+        return hooks
+
+    def _run(self):
+        hooks = self._hooks()
+        environment = {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
+        environment.update(
+            BURST_INTERRUPTION_REASON=self._record["reason"],
+            BURST_INTERRUPTION_ACTION=self._record["action"] or "",
+            BURST_INTERRUPTION_DEADLINE=self._record["deadline"] or "",
+            BURST_INTERRUPTION_STATE_FILE=self._settings.state_file,
+        )
+        ran = 0
+        for name, path in hooks:
+            bound = self._settings.hook_timeout_s
+            if self._deadline_epoch is not None:
+                bound = min(bound, self._deadline_epoch - time.time() - HOOK_DEADLINE_MARGIN_S)
+            if bound <= 0:
+                self._log(
+                    f"interruption hook {name}: skipped, less than {HOOK_DEADLINE_MARGIN_S:g} s before the deadline"
+                )
+                continue
+            with self._lock:
+                if self._stopped:
+                    return
+                self._log(f"interruption hook {name}: started, for at most {bound:.1f} s")
+                try:
+                    process = subprocess.Popen(
+                        [path],
+                        cwd="/",
+                        env=environment,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                except OSError as exc:
+                    self._log(f"interruption hook {name}: cannot run: {exc.strerror or exc}")
+                    continue
+                self._process = process
+                ran += 1
+            try:
+                status = process.wait(timeout=bound)
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+                process.wait()
+                self._log(f"interruption hook {name}: killed after {bound:.1f} s, its bound")
+                continue
+            finally:
+                with self._lock:
+                    self._process = None
+            if status < 0:
+                self._log(f"interruption hook {name}: killed by signal {-status}")
+            else:
+                self._log(f"interruption hook {name}: exited with status {status}")
+        self._log(f"interruption hooks: done, {ran} of {len(hooks)} run")
+
+
+def _kill_group(process):
+    """SIGKILL ``process`` and everything it started in its process group."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class InterruptionWatcher:
+    """Polls the instance metadata service for a spot interruption notice and a rebalance recommendation.
+
+    Runs as a task of the probes' event loop: it never waits on anything but
+    the metadata service (bounded by IMDS_TIMEOUT_S), and hands the hooks to a
+    thread of their own.
+    """
+
+    def __init__(self, settings, state, log, sysfs=None):
+        self._settings = settings
+        self._state = state
+        self._log = log
+        self._sysfs = sysfs
+        self._token = None
+        self._token_expires = 0.0
+        self.hooks = None
+
+    def stop(self):
+        if self.hooks is not None:
+            self.hooks.stop()
+
+    async def run(self):
+        settings = self._settings
+        if not settings.enabled:
+            self._log("interruption watcher: off")
+            return
+        if settings.imds_host in IMDS_LINK_LOCAL and not on_ec2(self._sysfs):
+            self._log(
+                "interruption watcher: idle, this machine is not an EC2 instance (DMI data); "
+                f"nothing is sent to {settings.imds_url}"
+            )
+            return
+        self._log(
+            f"interruption watcher: polling {settings.imds_url} every {settings.poll_interval_s:g} s; "
+            f"state file {settings.state_file}; hooks in {settings.hooks_dir}"
+        )
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            started = loop.time()
+            if self._state.draining is None:
+                try:
+                    await asyncio.wait_for(self._poll(), IMDS_TIMEOUT_S * 4)
+                except (ImdsError, asyncio.TimeoutError) as exc:
+                    if not failures:
+                        reason = exc if isinstance(exc, ImdsError) else f"no answer within {IMDS_TIMEOUT_S * 4:g} s"
+                        self._log(
+                            f"interruption watcher: the metadata service at {settings.imds_url} does not answer "
+                            f"({reason}); trying again less often, logged again once it answers"
+                        )
+                    failures += 1
+                    self._token = None
+                else:
+                    if failures:
+                        self._log(f"interruption watcher: the metadata service answers again after {failures} tries")
+                    failures = 0
+            else:
+                self._state.refresh()  # seconds_left counts down
+            delay = settings.poll_interval_s
+            if failures:
+                ceiling = max(settings.poll_interval_s, min(IMDS_BACKOFF_MAX_S, settings.poll_interval_s * 16))
+                delay = min(ceiling, settings.poll_interval_s * 2 ** min(failures, 16))
+            await asyncio.sleep(max(0.0, started + delay - loop.time()))
+
+    async def _request(self, method, path, headers=()):
+        settings = self._settings
+        try:
+            return await asyncio.wait_for(
+                http_request(settings.imds_host, settings.imds_port, method, path, headers), IMDS_TIMEOUT_S
+            )
+        except ProbeFailure as exc:
+            raise ImdsError(exc.error) from None
+        except asyncio.TimeoutError:
+            raise ImdsError(f"{method} {path}: no answer within {IMDS_TIMEOUT_S:g} s") from None
+        except ConnectionRefusedError:
+            raise ImdsError(f"{method} {path}: connection refused") from None
+        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            raise ImdsError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+
+    async def _get(self, path):
+        """GET ``path`` with a token (a new one if the old one is refused); return (code, body)."""
+        code, body = await self._request("GET", path, (("X-aws-ec2-metadata-token", await self._session_token()),))
+        if code == 401:  # the token expired or was revoked: once more with a new one
+            self._token = None
+            code, body = await self._request("GET", path, (("X-aws-ec2-metadata-token", await self._session_token()),))
+            if code == 401:
+                raise ImdsError(f"GET {path}: HTTP 401 with a new token")
+        return code, body
+
+    async def _session_token(self):
+        now = time.monotonic()
+        if self._token is None or now >= self._token_expires:
+            code, body = await self._request(
+                "PUT", IMDS_TOKEN_PATH, (("X-aws-ec2-metadata-token-ttl-seconds", str(IMDS_TOKEN_TTL_S)),)
+            )
+            token = body.decode("ascii", "replace").strip()
+            if code != 200 or not token:
+                raise ImdsError(f"PUT {IMDS_TOKEN_PATH}: HTTP {code}")
+            self._token = token
+            self._token_expires = now + IMDS_TOKEN_TTL_S - IMDS_TOKEN_MARGIN_S
+        return self._token
+
+    async def _poll(self):
+        code, body = await self._get(IMDS_SPOT_ACTION_PATH)
+        if code == 200:
+            self._notice(_json_or_none(body))
+            return
+        if code != 404:
+            raise ImdsError(f"GET {IMDS_SPOT_ACTION_PATH}: HTTP {code}")
+        if self._state.rebalance_recommended_at is not None:
+            return
+        code, body = await self._get(IMDS_REBALANCE_PATH)
+        if code == 200:
+            self._rebalance(_json_or_none(body))
+        elif code != 404:
+            raise ImdsError(f"GET {IMDS_REBALANCE_PATH}: HTTP {code}")
+
+    # Only this task records notices: the state file is written before the answers change, so that
+    # whoever sees the new answer finds the file.
+
+    def _notice(self, notice):
+        notice = notice if isinstance(notice, dict) else {}
+        action = str(notice.get("action") or "unknown")
+        deadline = notice.get("time") if isinstance(notice.get("time"), str) else None
+        deadline_epoch = _epoch(deadline)
+        now = time.time()
+        record = {"reason": "spot-interruption", "action": action, "deadline": deadline, "noticed_at": _utc(now)}
+        left = "unknown" if deadline_epoch is None else f"{deadline_epoch - now:.0f} s"
+        self._log(
+            f"interruption: spot interruption notice, {action} at {deadline or 'an unknown time'} ({left} left); "
+            "draining: /health answers 503 from now on"
+        )
+        self._write(record)
+        self._state.drain(record, deadline_epoch)
+        self.hooks = HookRunner(self._settings, record, deadline_epoch, self._log).start()
+
+    def _rebalance(self, recommendation):
+        recommendation = recommendation if isinstance(recommendation, dict) else {}
+        noticed = _utc(time.time())
+        when = recommendation.get("noticeTime") if isinstance(recommendation.get("noticeTime"), str) else noticed
+        self._log(
+            f"interruption: rebalance recommended at {when}; advice only: /health keeps its answer, hooks do not run"
+        )
+        self._write(
+            {
+                "reason": "rebalance-recommendation",
+                "action": None,
+                "deadline": None,
+                "noticed_at": noticed,
+                "recommended_at": when,
+            }
+        )
+        self._state.recommend_rebalance(when)
+
+    def _write(self, record):
+        path = self._settings.state_file
+        try:
+            write_state_file(path, record)
+        except OSError as exc:
+            self._log(f"interruption: cannot write {path}: {exc.strerror or exc}")
+
+
+def _json_or_none(body):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
 class Prober:
     """A background thread with its own event loop: one probe loop per backend."""
 
-    def __init__(self, config, state):
+    def __init__(self, config, state, log=None):
         self._config = config
         self._state = state
+        self._watcher = None
+        if config.interruption is not None:
+            self._watcher = InterruptionWatcher(config.interruption, state, log or state.log)
         self._loop = None
         self._stop = None
         self._thread = threading.Thread(target=self._run, name="healthcheck-prober", daemon=True)
@@ -827,6 +1342,8 @@ class Prober:
         if self._loop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(timeout=self._config.timeout_s + 5)
+        if self._watcher is not None:
+            self._watcher.stop()
 
     def _run(self):
         asyncio.run(self._main())
@@ -835,6 +1352,8 @@ class Prober:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         tasks = [asyncio.ensure_future(self._watch(backend)) for backend in self._config.backends]
+        if self._watcher is not None:
+            tasks.append(asyncio.ensure_future(self._watcher.run()))
         self._started.set()
         await self._stop.wait()
         for task in tasks:
@@ -927,7 +1446,7 @@ class Aggregator:
             )
         if self.on_listening is not None:
             self.on_listening(self.port)
-        prober = Prober(self.config, self.state)
+        prober = Prober(self.config, self.state, self.log)
         prober.start()
         sweeper = asyncio.ensure_future(server_state.sweep_forever())
         self._listening.set()
