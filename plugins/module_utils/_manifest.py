@@ -28,12 +28,21 @@ def artifact_id(images_by_region, source_region):
 
 
 def build_manifest(
-    name, source_region, images_by_region, build_id=None, version=None, source_image=None, contents=None
+    name,
+    source_region,
+    images_by_region,
+    build_id=None,
+    version=None,
+    source_image=None,
+    contents=None,
+    storage=None,
 ):
     """The manifest document for one build.
 
     ``images_by_region`` maps a region to the summary of the image there
-    (``image_id``, ``snapshot_ids``, ``creation_date``).
+    (``image_id``, ``snapshot_ids``, ``creation_date``). ``storage`` (optional):
+    what the images cost to keep per month (``_publish.image_storage``), under
+    ``storage``.
     """
     source = images_by_region[source_region]
     build_time = int(parse_time(source["creation_date"]).timestamp()) if source.get("creation_date") else 0
@@ -50,7 +59,7 @@ def build_manifest(
         "packer_run_uuid": build_id,
         "custom_data": {"version": version, "build_id": build_id},
     }
-    return {
+    manifest = {
         "builds": [build],
         "last_run_uuid": build_id,
         "name": name,
@@ -62,6 +71,9 @@ def build_manifest(
         "regions": regions,
         "contents": contents or {},
     }
+    if storage is not None:
+        manifest["storage"] = storage
+    return manifest
 
 
 def render_manifest(manifest):

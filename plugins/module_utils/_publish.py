@@ -16,6 +16,10 @@ images that were never promoted, in every region, with their snapshots; an
 image caught in the middle of a promotion (``ImageStage=promoting``, after an
 interrupted run) first gets the SSM values it replaced put back.
 
+``image_storage`` says what the published images cost to keep, per month, in
+every region they live in (their snapshots at the list price of snapshot
+storage); it never fails a publish.
+
 ``ec2`` and ``ssm`` are factories: region -> ImageApi / ParameterApi.
 """
 
@@ -34,6 +38,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._aws import (
     STAGE_TAG,
     TAG_VALUE_MAX,
     AwsError,
+    call,
     error_code,
     error_message,
     parse_time,
@@ -50,6 +55,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._images import (
     image_tags,
     tagged_id,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._prices import PRICES_DATE, snapshot_storage_price
 
 
 def reason(error):
@@ -348,3 +354,93 @@ class Discard(_Regions):
         except ImageError as e:
             return [{"region": region, "resource": snapshot_id, "reason": reason(e)}]
         return []
+
+
+# ---------------------------------------------------------------- what the images cost to keep
+
+GIB = 1024**3
+SIZE_FULL_SNAPSHOT = "full-snapshot-size"
+SIZE_VOLUME = "volume-size"
+
+
+def snapshot_size(snapshot):
+    """(GiB, source) of one DescribeSnapshots entry: the bytes a full snapshot stores when AWS says
+    (``FullSnapshotSizeInBytes``), else the volume's size, an upper bound (``volume-size``)."""
+    full = snapshot.get("FullSnapshotSizeInBytes")
+    if isinstance(full, int) and not isinstance(full, bool) and full > 0:
+        return round(full / GIB, 3), SIZE_FULL_SNAPSHOT
+    size = snapshot.get("VolumeSize")
+    if size is None:
+        raise ImageError(f"Snapshot {snapshot.get('SnapshotId')} has neither FullSnapshotSizeInBytes nor VolumeSize")
+    return float(size), SIZE_VOLUME
+
+
+def region_storage(api, image, prices=None):
+    """The storage entry of one region: the image's snapshots, their size and what they cost per month."""
+    image_id = image["image_id"]
+    snapshot_ids = list(image.get("snapshot_ids") or [])
+    found = {}
+    if snapshot_ids:
+        result = call(
+            f"describe the snapshots of {image_id} in {api.region}",
+            api.client.describe_snapshots,
+            error=ImageError,
+            SnapshotIds=snapshot_ids,
+        )
+        found = {s["SnapshotId"]: s for s in (result or {}).get("Snapshots") or []}
+    snapshots = []
+    for snapshot_id in snapshot_ids:
+        if snapshot_id not in found:
+            raise ImageError(f"Snapshot {snapshot_id} of {image_id} in {api.region} was not found")
+        size_gib, size_source = snapshot_size(found[snapshot_id])
+        snapshots.append({"snapshot_id": snapshot_id, "size_gib": size_gib, "size_source": size_source})
+    size_gib = round(sum(s["size_gib"] for s in snapshots), 3)
+    price = snapshot_storage_price(api.region, prices)
+    entry = {
+        "image_id": image_id,
+        "snapshots": snapshots,
+        "size_gib": size_gib,
+        "usd_per_gb_month": None,
+        "price_source": None,
+        "usd_per_month": None,
+    }
+    if price is not None:
+        entry["usd_per_gb_month"], entry["price_source"] = price
+        entry["usd_per_month"] = round(size_gib * price[0], 4)
+    return entry
+
+
+def image_storage(ec2, images, prices=None):
+    """What keeping ``images`` costs per month, in USD, region by region (snapshot storage, standard tier).
+
+    ``ec2``: factory region -> ImageApi. ``images``: {region: {"image_id", "snapshot_ids"}}
+    (golden_ami's summaries). ``prices``: snapshot storage prices that replace the
+    table's (a number, or {region: USD per GB-month}).
+
+    A snapshot's size is ``FullSnapshotSizeInBytes`` when AWS gives it, else its
+    volume's size (an upper bound: the first snapshot of an image is billed for the
+    blocks in use). This never raises for a failed read or a missing price: the
+    entry then has an ``error`` and no total, so that a publish never fails for it.
+    """
+    storage = {"currency": "USD", "prices_as_of": PRICES_DATE, "regions": {}, "total_usd_per_month": None}
+    errors = []
+    for region, image in sorted((images or {}).items()):
+        try:
+            entry = region_storage(ec2(region), image, prices)
+        except AwsError as e:
+            errors.append(reason(e))
+            continue
+        except (ValueError, TypeError, KeyError) as e:
+            errors.append(f"{region}: {e}")
+            continue
+        storage["regions"][region] = entry
+        if entry["usd_per_month"] is None:
+            errors.append(
+                f"No snapshot storage price for {region} in the list prices of {PRICES_DATE}: "
+                "give it in snapshot_storage_prices"
+            )
+    if errors:
+        storage["error"] = "; ".join(errors)
+    else:
+        storage["total_usd_per_month"] = round(sum(e["usd_per_month"] for e in storage["regions"].values()), 4)
+    return storage

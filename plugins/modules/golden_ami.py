@@ -21,6 +21,7 @@ description:
     with their snapshots from the moment they are created, for M(burst.golden_ami.golden_ami_promote) to
     publish once they are verified and M(burst.golden_ami.golden_ami_discard) to remove when they fail.
   - Writes a build manifest (JSON) that Packer's tooling reads, with the build's own facts added.
+  - Reports what keeping the images costs per month in every region (RV(storage)), also in the manifest.
   - Idempotent. An image that already has O(name), or carries the O(build_id) tag, is returned with
     C(changed=false); a name that another build's image holds is refused. Copies are requested with a
     client token, so that a retried copy does not make a second image.
@@ -157,6 +158,14 @@ options:
       - A file (JSON with a C(line)) rewritten at each poll with the state of every image and the progress of
         its snapshots, for M(burst.golden_ami.job_progress) to print when the module runs asynchronously.
     type: path
+  snapshot_storage_prices:
+    description:
+      - USD per GB-month of EBS snapshot storage (standard tier) by region, for RV(storage).
+      - A region given here replaces the collection's table, which holds AWS's list prices as of the date
+        RV(storage.prices_as_of) names, for a few regions only. A region in neither has no price, and
+        RV(storage.error) says so.
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - burst.golden_ami.aws.publish
   - burst.golden_ami.ebs_volume.block_devices
@@ -256,6 +265,52 @@ manifest:
   description: The manifest document; null in check mode when the image would be created.
   returned: always
   type: dict
+storage:
+  description:
+    - What keeping the images costs per month, in every region they are in, also written to the manifest.
+    - A snapshot's size is C(FullSnapshotSizeInBytes) when AWS gives it (the bytes a full snapshot stores),
+      else the size of its volume (C(volume-size)). The first snapshot of an image is billed for the blocks
+      in use, so C(volume-size) is an upper bound.
+    - Prices are list prices as of RV(storage.prices_as_of) unless O(snapshot_storage_prices) gives them.
+    - Reading the snapshots or pricing them never fails the task; C(error) then says what is missing and
+      C(total_usd_per_month) is null.
+  returned: always; null in check mode when the image would be created
+  type: dict
+  contains:
+    currency:
+      description: Always C(USD).
+      type: str
+    prices_as_of:
+      description: The date (YYYY-MM-DD) of the collection's list prices.
+      type: str
+    regions:
+      description:
+        - Per region, C(image_id), C(snapshots) (C(snapshot_id), C(size_gib), C(size_source)
+          C(full-snapshot-size) or C(volume-size)), C(size_gib), C(usd_per_gb_month), C(price_source)
+          (C(table) or C(given)) and C(usd_per_month).
+      type: dict
+    total_usd_per_month:
+      description: The sum over the regions; null when a region has no price or could not be read.
+      type: float
+    error:
+      description: What could not be read or priced.
+      type: str
+      returned: when something could not be read or priced
+  sample:
+    currency: USD
+    prices_as_of: "2026-01-21"
+    regions:
+      eu-central-1:
+        image_id: ami-0123456789abcdef0
+        snapshots:
+          - snapshot_id: snap-0123456789abcdef0
+            size_gib: 21.5
+            size_source: full-snapshot-size
+        size_gib: 21.5
+        usd_per_gb_month: 0.054
+        price_source: table
+        usd_per_month: 1.161
+    total_usd_per_month: 1.161
 actions:
   description: What the module did, or would do in check mode, one line each.
   returned: always
@@ -309,7 +364,9 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._params import ( 
     run_or_fail,
     string_list,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._prices import snapshot_storage_price  # noqa: E402
 from ansible_collections.burst.golden_ami.plugins.module_utils._progress import ProgressFile  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._publish import image_storage  # noqa: E402
 
 
 def copy_client_token(source_image_id, region, name):
@@ -415,6 +472,11 @@ class GoldenAmi(Regions):
                     "stage=candidate publishes nothing: give ssm_parameter and launch_permissions to "
                     "burst.golden_ami.golden_ami_promote instead"
                 )
+        for region, price in sorted((params.get("snapshot_storage_prices") or {}).items()):
+            try:
+                snapshot_storage_price(region, {region: price})
+            except ValueError as e:
+                raise ImageError(f"snapshot_storage_prices: {e}") from None
         if params.get("wait_timeout", 1) < 1 or params.get("wait_poll_interval", 1) < 1:
             raise ImageError("wait_timeout and wait_poll_interval must be 1 or more")
         if regions or params.get("copy_kms_key_ids"):
@@ -491,8 +553,9 @@ class GoldenAmi(Regions):
             for region in self.copy_regions():
                 if region not in summaries:  # a copy that check mode did not make
                     self.act(f"publish the copy's image id to SSM parameter {self.params['ssm_parameter']} in {region}")
-        manifest = self.manifest(summaries, source)
-        return self.result(source["ImageId"], summaries, ssm_parameters, manifest)
+        storage = image_storage(self.ec2, summaries, self.params.get("snapshot_storage_prices"))
+        manifest = self.manifest(summaries, source, storage)
+        return self.result(source["ImageId"], summaries, ssm_parameters, manifest, storage)
 
     def copy_tags(self, source):
         return dict(self.wanted_tags(), **{SOURCE_IMAGE_TAG: source["ImageId"], SOURCE_REGION_TAG: self.region})
@@ -623,7 +686,7 @@ class GoldenAmi(Regions):
             published[region] = {"name": name, "value": summary["image_id"]}
         return published
 
-    def manifest(self, summaries, source):
+    def manifest(self, summaries, source, storage=None):
         manifest = build_manifest(
             name=self.params["name"],
             source_region=self.region,
@@ -632,6 +695,7 @@ class GoldenAmi(Regions):
             version=self.params.get("version"),
             source_image=self.base_image,
             contents=self.params.get("manifest_contents"),
+            storage=storage,
         )
         manifest["source_instance"] = source.get("SourceInstanceId")
         path = self.params.get("manifest_path")
@@ -644,7 +708,7 @@ class GoldenAmi(Regions):
                     raise ImageError(f"Failed to write manifest {path}: {e}") from e
         return manifest
 
-    def result(self, image_id, summaries, ssm_parameters, manifest):
+    def result(self, image_id, summaries, ssm_parameters, manifest, storage=None):
         result = {
             "changed": self.changed,
             "image_id": image_id,
@@ -652,6 +716,7 @@ class GoldenAmi(Regions):
             "region": self.region,
             "images": summaries,
             "manifest": manifest,
+            "storage": storage,
             "actions": self.actions,
         }
         if self.params.get("ssm_parameter"):
@@ -698,6 +763,7 @@ def main():
         wait_timeout=dict(type="int", default=3600),
         wait_poll_interval=dict(type="int", default=15),
         progress_file=dict(type="path"),
+        snapshot_storage_prices=dict(type="dict", default={}),
     )
     module = aws_module(argument_spec, mutually_exclusive=[("deprecate_at", "deprecate_after_days")])
     params = dict(module.params)

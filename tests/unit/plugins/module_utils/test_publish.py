@@ -20,7 +20,9 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._images import (
     ImageError,
     ParameterApi,
 )
-from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Discard, Promotion
+from ansible_collections.burst.golden_ami.plugins.module_utils._prices import PRICES_DATE
+from ansible_collections.burst.golden_ami.plugins.module_utils._publish import Discard, Promotion, image_storage
+from ansible_collections.burst.golden_ami.plugins.modules.golden_ami import GoldenAmi
 from ansible_collections.burst.golden_ami.plugins.modules.golden_ami_prune import GoldenAmiPrune
 from localworld import faults
 
@@ -103,6 +105,97 @@ def test_snapshots_and_copies_are_tagged_at_creation(aws_env):
         snapshot_id = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
         snapshot = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
         assert {t["Key"]: t["Value"] for t in snapshot["Tags"]}["BakeId"] == "bake-tags"
+
+
+def _capture_params(manifest_path, **overrides):
+    params = {
+        "name": "golden-storage",
+        "version": "1.0",
+        "build_id": "bake-storage",
+        "build_id_tag": "BakeId",
+        "instance_id": None,
+        "stage": "candidate",
+        "copy_regions": [COPY_REGION],
+        "copy_kms_key_ids": {},
+        "manifest_path": str(manifest_path),
+        "manifest_contents": {},
+        "tags": {},
+        "wait_timeout": 60,
+        "wait_poll_interval": 1,
+    }
+    params.update(overrides)
+    return params
+
+
+def test_capture_reports_what_the_image_and_its_copy_cost_to_keep(aws_env, tmp_path):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    [base] = ec2.describe_images(Owners=["amazon"])["Images"][:1]
+    instance = ec2.run_instances(ImageId=base["ImageId"], MinCount=1, MaxCount=1)["Instances"][0]
+    world = World()
+    params = _capture_params(tmp_path / "manifest.json", instance_id=instance["InstanceId"])
+
+    result = GoldenAmi(params, REGION, world.ec2, world.ssm, sleep=lambda _s: None).run()
+
+    storage = result["storage"]
+    assert storage["currency"] == "USD"
+    assert storage["prices_as_of"] == PRICES_DATE
+    assert set(storage["regions"]) == {REGION, COPY_REGION}
+    for region, entry in storage["regions"].items():
+        image = boto3.client("ec2", region_name=region).describe_images(ImageIds=[entry["image_id"]])["Images"][0]
+        assert entry["image_id"] == result["images"][region]["image_id"]
+        [snapshot] = entry["snapshots"]
+        assert snapshot["snapshot_id"] == image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+        # moto gives no FullSnapshotSizeInBytes: the volume's size stands in, an upper bound.
+        volume_size = boto3.client("ec2", region_name=region).describe_snapshots(SnapshotIds=[snapshot["snapshot_id"]])[
+            "Snapshots"
+        ][0]["VolumeSize"]
+        assert snapshot["size_source"] == "volume-size"
+        assert snapshot["size_gib"] == entry["size_gib"] == float(volume_size) > 0
+        assert entry["price_source"] == "table"
+        assert entry["usd_per_month"] == round(entry["size_gib"] * entry["usd_per_gb_month"], 4)
+    assert storage["regions"][REGION]["usd_per_gb_month"] == 0.054
+    assert storage["regions"][COPY_REGION]["usd_per_gb_month"] == 0.05
+    assert storage["total_usd_per_month"] == round(sum(e["usd_per_month"] for e in storage["regions"].values()), 4)
+    assert storage["total_usd_per_month"] > 0
+    assert "error" not in storage
+    assert json.loads((tmp_path / "manifest.json").read_text())["storage"] == storage
+
+    # A rerun (and its check mode) finds the same images and reports the same cost, changing nothing.
+    again = GoldenAmi(params, REGION, world.ec2, world.ssm, sleep=lambda _s: None).run()
+    assert again["changed"] is False, again["actions"]
+    assert again["storage"] == storage
+    planned = GoldenAmi(params, REGION, world.ec2, world.ssm, check_mode=True, sleep=lambda _s: None).run()
+    assert planned["storage"] == storage
+
+    # The user's price replaces the table's in the region given.
+    priced = GoldenAmi(
+        dict(params, snapshot_storage_prices={COPY_REGION: 0.1}), REGION, world.ec2, world.ssm, check_mode=True
+    ).run()["storage"]["regions"][COPY_REGION]
+    assert (priced["usd_per_gb_month"], priced["price_source"]) == (0.1, "given")
+
+
+def test_storage_of_candidates_in_two_regions(aws_env):
+    images = _candidate("bake-cost")
+    world = World()
+    summaries = {}
+    for region, image_id in images.items():
+        image = boto3.client("ec2", region_name=region).describe_images(ImageIds=[image_id])["Images"][0]
+        summaries[region] = {
+            "image_id": image_id,
+            "snapshot_ids": [image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]],
+        }
+    storage = image_storage(world.ec2, summaries)
+    assert {region: entry["image_id"] for region, entry in storage["regions"].items()} == images
+    assert storage["total_usd_per_month"] == round(
+        storage["regions"][REGION]["size_gib"] * 0.054 + storage["regions"][COPY_REGION]["size_gib"] * 0.05, 4
+    )
+    # A snapshot that is gone makes an error, not a failure; the other region is still reported.
+    boto3.client("ec2", region_name=COPY_REGION).deregister_image(ImageId=images[COPY_REGION])
+    boto3.client("ec2", region_name=COPY_REGION).delete_snapshot(SnapshotId=summaries[COPY_REGION]["snapshot_ids"][0])
+    partial = image_storage(world.ec2, summaries)
+    assert list(partial["regions"]) == [REGION]
+    assert partial["total_usd_per_month"] is None
+    assert COPY_REGION in partial["error"]
 
 
 def test_promote_points_every_region_and_records_what_it_replaced(aws_env):

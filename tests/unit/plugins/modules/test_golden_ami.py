@@ -7,13 +7,22 @@ before every image is available).
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import ANY, Stubber
 
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry, RetryingBotoClientWrapper
-from ansible_collections.burst.golden_ami.plugins.module_utils._images import ImageApi, ImageError, ParameterApi
+from ansible_collections.burst.golden_ami.plugins.module_utils._images import (
+    ImageApi,
+    ImageError,
+    ParameterApi,
+    image_tags,
+)
+from ansible_collections.burst.golden_ami.plugins.module_utils._prices import PRICES_DATE
+from ansible_collections.burst.golden_ami.plugins.module_utils._publish import image_storage, snapshot_size
 from ansible_collections.burst.golden_ami.plugins.modules.golden_ami import GoldenAmi, copy_client_token
 from ansible_collections.burst.golden_ami.plugins.modules.golden_ami_prune import GoldenAmiPrune
 
@@ -159,6 +168,15 @@ def expect_instance(stub):
 
 
 WANTED_TAGS = {"BuildId": "build-7", "Version": "1.0", "BaseImageId": BASE_IMAGE, "Project": "burst"}
+GIB = 1024**3
+
+
+def expect_snapshots(stub, snapshot_id=SNAPSHOT_ID, volume_size=80, full_bytes=None):
+    """DescribeSnapshots of an image's snapshot, read for the storage cost once the image is available."""
+    snapshot = {"SnapshotId": snapshot_id, "VolumeSize": volume_size, "State": "completed"}
+    if full_bytes is not None:
+        snapshot["FullSnapshotSizeInBytes"] = full_bytes
+    stub.add_response("describe_snapshots", {"Snapshots": [snapshot]}, {"SnapshotIds": [snapshot_id]})
 
 
 def test_create_waits_tags_snapshots_sets_imds_and_deprecation_then_publishes(tmp_path):
@@ -208,6 +226,7 @@ def test_create_waits_tags_snapshots_sets_imds_and_deprecation_then_publishes(tm
     ec2.add_response(
         "describe_images", {"Images": [image(tags=WANTED_TAGS, ImdsSupport="v2.0")]}, {"ImageIds": [IMAGE_ID]}
     )
+    expect_snapshots(ec2, full_bytes=12 * GIB + GIB // 2)
     ssm.add_client_error("get_parameter", "ParameterNotFound", "none", 400, expected_params={"Name": "/burst/ami"})
     ssm.add_response(
         "put_parameter",
@@ -247,6 +266,16 @@ def test_create_waits_tags_snapshots_sets_imds_and_deprecation_then_publishes(tm
     assert result["manifest"]["source_image"] == BASE_IMAGE
     assert (tmp_path / "manifest.json").is_file()
     assert [a.split(" ")[0] for a in result["actions"]] == ["create", "tag", "require", "deprecate", "publish", "write"]
+    # What the image costs to keep: the bytes the snapshot stores, at the list price of its region.
+    storage = result["storage"]
+    assert storage["regions"][REGION]["snapshots"] == [
+        {"snapshot_id": SNAPSHOT_ID, "size_gib": 12.5, "size_source": "full-snapshot-size"}
+    ]
+    assert storage["regions"][REGION]["usd_per_month"] == 0.675  # 12.5 GiB at 0.054
+    assert storage["total_usd_per_month"] == 0.675
+    assert "error" not in storage
+    assert result["manifest"]["storage"] == storage
+    assert json.loads((tmp_path / "manifest.json").read_text())["storage"] == storage
 
 
 def test_existing_image_in_step_changes_nothing():
@@ -261,6 +290,7 @@ def test_existing_image_in_step_changes_nothing():
         "describe_tags", {"Tags": [{"ResourceId": SNAPSHOT_ID, "Key": k, "Value": v} for k, v in tags.items()]}
     )
     ec2.add_response("describe_images", {"Images": [current]}, {"ImageIds": [IMAGE_ID]})
+    expect_snapshots(ec2)
     ssm.add_response("get_parameter", {"Parameter": {"Name": "/burst/ami", "Value": IMAGE_ID}})
 
     runner, _sleeps = build(stubs, deprecate_after_days=7, ssm_parameter="/burst/ami")
@@ -269,6 +299,9 @@ def test_existing_image_in_step_changes_nothing():
     stubs.assert_done()
     assert result["changed"] is False
     assert result["actions"] == []
+    # A rerun reports the cost too; without FullSnapshotSizeInBytes the volume's size is the upper bound.
+    assert result["storage"]["regions"][REGION]["snapshots"][0]["size_source"] == "volume-size"
+    assert result["storage"]["total_usd_per_month"] == 4.32  # 80 GiB at 0.054
 
 
 def test_failed_image_fails_before_anything_is_published():
@@ -337,6 +370,8 @@ def test_copies_get_a_client_token_kms_key_and_tags_and_ssm_waits_for_them():
         )
     src.add_response("describe_images", {"Images": [source]})
     dst.add_response("describe_images", {"Images": [image(COPY_ID, snapshot=COPY_SNAPSHOT_ID, tags=copy_tags)]})
+    expect_snapshots(src, full_bytes=10 * GIB)
+    expect_snapshots(dst, COPY_SNAPSHOT_ID, full_bytes=10 * GIB)
     ssm_src.add_response("get_parameter", {"Parameter": {"Name": "/burst/ami", "Value": IMAGE_ID}})
     ssm_dst.add_response("get_parameter", {"Parameter": {"Name": "/burst/ami", "Value": "ami-0old"}})
     ssm_dst.add_response(
@@ -358,6 +393,12 @@ def test_copies_get_a_client_token_kms_key_and_tags_and_ssm_waits_for_them():
     assert result["changed"] is True
     assert result["images"][COPY_REGION]["snapshot_ids"] == [COPY_SNAPSHOT_ID]
     assert result["manifest"]["builds"][0]["artifact_id"] == f"{REGION}:{IMAGE_ID},{COPY_REGION}:{COPY_ID}"
+    regions = result["storage"]["regions"]
+    assert {r: (e["image_id"], e["size_gib"], e["usd_per_gb_month"]) for r, e in regions.items()} == {
+        REGION: (IMAGE_ID, 10.0, 0.054),
+        COPY_REGION: (COPY_ID, 10.0, 0.05),
+    }
+    assert result["storage"]["total_usd_per_month"] == 1.04
 
 
 def test_check_mode_creates_nothing():
@@ -371,6 +412,7 @@ def test_check_mode_creates_nothing():
     stubs.assert_done()
     assert result["changed"] is True
     assert result["image_id"] is None
+    assert result["storage"] is None
     assert result["actions"][0] == f"create image {NAME} from {INSTANCE_ID} in {REGION}"
     assert any(a.startswith("publish the image id to SSM parameter /burst/ami") for a in result["actions"])
 
@@ -461,6 +503,7 @@ def test_check_mode_with_an_existing_image_plans_the_missing_copy_and_its_parame
     src.add_response(
         "describe_tags", {"Tags": [{"ResourceId": SNAPSHOT_ID, "Key": k, "Value": v} for k, v in tags.items()]}
     )
+    expect_snapshots(src)
     ssm.add_response("get_parameter", {"Parameter": {"Name": "/burst/ami", "Value": IMAGE_ID}})
 
     runner, _sleeps = build(stubs, check_mode=True, copy_regions=[COPY_REGION], ssm_parameter="/burst/ami")
@@ -468,6 +511,8 @@ def test_check_mode_with_an_existing_image_plans_the_missing_copy_and_its_parame
 
     stubs.assert_done()
     assert result["changed"] is True
+    # Check mode reports what the existing image costs; the copy it would make is not there to measure.
+    assert list(result["storage"]["regions"]) == [REGION]
     assert result["actions"] == [
         f"copy image {IMAGE_ID} to {COPY_REGION}",
         f"publish the copy's image id to SSM parameter /burst/ami in {COPY_REGION}",
@@ -483,6 +528,7 @@ def test_image_of_the_build_under_another_name_is_returned_with_a_warning():
     ec2.add_response("describe_tags", {"Tags": [{"ResourceId": SNAPSHOT_ID, "Key": "BuildId", "Value": "build-7"}]})
     ec2.add_response("create_tags", {}, {"Resources": [SNAPSHOT_ID], "Tags": [{"Key": "Version", "Value": "1.0"}]})
     ec2.add_response("describe_images", {"Images": [earlier]})
+    expect_snapshots(ec2)
     warnings = []
     runner = GoldenAmi(params(), REGION, stubs.ec2_api, stubs.ssm_api, warn=warnings.append, sleep=lambda _s: None)
     result = runner.run()
@@ -540,3 +586,77 @@ def test_prune_takes_the_family_as_burst_instance_does_and_leaves_candidates_out
     stubs.assert_done()
     assert [k["image_id"] for k in result["kept"]] == ["ami-2", "ami-1"]
     assert result["deleted"] == []
+
+
+def test_storage_that_cannot_be_read_or_priced_never_fails_the_publish(tmp_path):
+    stubs = Stubs()
+    ec2 = stubs.ec2_stub(REGION)
+    ssm = stubs.ssm_stub(REGION)
+    current = image(tags={"BuildId": "build-7", "Version": "1.0"})
+    expect_lookup(ec2, by_name=[current])
+    ec2.add_response("describe_images", {"Images": [current]})
+    ec2.add_response(
+        "describe_tags",
+        {"Tags": [{"ResourceId": SNAPSHOT_ID, "Key": k, "Value": v} for k, v in image_tags(current).items()]},
+    )
+    ec2.add_response("describe_images", {"Images": [current]})
+    ec2.add_client_error("describe_snapshots", "UnauthorizedOperation", "no ec2:DescribeSnapshots", 403)
+    ssm.add_client_error("get_parameter", "ParameterNotFound", "none", 400)
+    ssm.add_response("put_parameter", {"Version": 1})
+
+    runner, _sleeps = build(stubs, ssm_parameter="/burst/ami", manifest_path=str(tmp_path / "manifest.json"))
+    result = runner.run()
+
+    stubs.assert_done()
+    assert result["ssm_parameters"] == {REGION: {"name": "/burst/ami", "value": IMAGE_ID}}
+    assert result["storage"]["total_usd_per_month"] is None
+    assert "UnauthorizedOperation" in result["storage"]["error"]
+    assert REGION in result["storage"]["error"]
+    assert json.loads((tmp_path / "manifest.json").read_text())["storage"]["error"] == result["storage"]["error"]
+
+
+def test_storage_in_a_region_without_a_list_price_needs_the_users_price():
+    stubs = Stubs()
+    ec2 = stubs.ec2_api("ap-south-2")
+    stub = stubs.ec2_stub("ap-south-2")
+    images = {"ap-south-2": {"image_id": IMAGE_ID, "snapshot_ids": [SNAPSHOT_ID]}}
+    expect_snapshots(stub, volume_size=30, full_bytes=3 * GIB)
+    unpriced = image_storage(lambda _region: ec2, images)
+    assert unpriced["regions"]["ap-south-2"]["usd_per_month"] is None
+    assert unpriced["total_usd_per_month"] is None
+    assert "No snapshot storage price for ap-south-2" in unpriced["error"]
+
+    expect_snapshots(stub, volume_size=30, full_bytes=3 * GIB)
+    priced = image_storage(lambda _region: ec2, images, {"ap-south-2": 0.06})
+    stubs.assert_done()
+    assert priced["regions"]["ap-south-2"] == {
+        "image_id": IMAGE_ID,
+        "snapshots": [{"snapshot_id": SNAPSHOT_ID, "size_gib": 3.0, "size_source": "full-snapshot-size"}],
+        "size_gib": 3.0,
+        "usd_per_gb_month": 0.06,
+        "price_source": "given",
+        "usd_per_month": 0.18,
+    }
+    assert priced["total_usd_per_month"] == 0.18
+    assert priced["prices_as_of"] == PRICES_DATE
+    assert "error" not in priced
+
+
+def test_snapshot_size_prefers_the_bytes_stored_over_the_volume_size():
+    assert snapshot_size({"SnapshotId": "snap-1", "VolumeSize": 80, "FullSnapshotSizeInBytes": 5 * GIB}) == (
+        5.0,
+        "full-snapshot-size",
+    )
+    assert snapshot_size({"SnapshotId": "snap-1", "VolumeSize": 80, "FullSnapshotSizeInBytes": 1234567890}) == (
+        1.15,
+        "full-snapshot-size",
+    )
+    assert snapshot_size({"SnapshotId": "snap-1", "VolumeSize": 80}) == (80.0, "volume-size")
+    with pytest.raises(ImageError, match="neither FullSnapshotSizeInBytes nor VolumeSize"):
+        snapshot_size({"SnapshotId": "snap-1"})
+
+
+def test_bad_snapshot_storage_prices_are_refused_before_anything_is_created():
+    runner, _sleeps = build(Stubs(), snapshot_storage_prices={"eu-central-1": "cheap"})
+    with pytest.raises(ImageError, match="snapshot_storage_prices: snapshot storage price of eu-central-1"):
+        runner.run()
