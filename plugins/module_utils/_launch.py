@@ -26,12 +26,21 @@ Entry points:
     a bake id). Returns a ``LaunchResult``.
   - ``wait_running(instance_ids)``, ``find_instances(...)``,
     ``terminate(instance_ids)``, ``spot_prices(...)``.
+  - ``wait_jobs(instance_ids)``: wait until the job of every instance has
+    ended, as the image's job runner records it in the instance's tags
+    (``job_of``); returns each job's status, exit code, times and log.
+  - ``affordable_instance_types(request, types)``: the types whose highest
+    price for the request's time limit fits its cost cap (``launch`` uses it);
+    ``cost_summary(instances, ...)``: what launched instances cost per hour
+    and at most for their time limit (``_prices``).
 
 - ``ImageRef``, ``RootVolume``, ``LaunchRequest`` (defined in
   ``_launch_request``, exported here): what to launch, checked before anything
   is launched.
 - ``summarize_instance(instance, ...)``: the snake_case facts returned about
   an instance (by burst_instance, and by the burst_ec2 inventory).
+- ``job_of(instance)``: ``(ended, job)``, the job of an instance from its tags
+  and state.
 
 The first-boot script is built by ``_user_data.build_user_data`` and the
 healthcheck probes are in ``_health``. Images and SSM parameters are read
@@ -51,6 +60,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_
 from ansible_collections.burst.golden_ami.plugins.module_utils._aws import (
     IMAGE_ID_RE,
     VERSION_TAG,
+    AwsError,
     PollTimeout,
     call,
     client_token,
@@ -81,6 +91,12 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._launch_request i
     LaunchResult,
     RootVolume,
 )
+from ansible_collections.burst.golden_ami.plugins.module_utils._prices import (
+    PRICES_DATE,
+    ceiling_price,
+    quote,
+    run_cost,
+)
 
 __all__ = [
     "Attempt",
@@ -91,6 +107,7 @@ __all__ = [
     "Launcher",
     "RootVolume",
     "is_capacity_error",
+    "job_of",
     "summarize_instance",
 ]
 
@@ -119,6 +136,26 @@ SUGGESTED_TYPES = {"arm64": "g5g.xlarge", "x86_64": "g6e.xlarge"}
 
 ACTIVE_STATES = ("pending", "running", "stopping", "stopped")
 GONE_STATES = ("shutting-down", "terminated")
+
+# The tags the image's job runner writes on its instance, with the instance's role.
+JOB_STATUS_TAG = "BurstJobStatus"
+JOB_EXIT_CODE_TAG = "BurstJobExitCode"
+JOB_STARTED_TAG = "BurstJobStartedAt"
+JOB_ENDED_TAG = "BurstJobEndedAt"
+JOB_LOG_TAG = "BurstJobLog"
+JOB_LOG_ERROR_TAG = "BurstJobLogError"
+# Set (to the deadline) when the instance got a spot interruption notice.
+DRAINING_TAG = "BurstDraining"
+# A job's status: the runner's final ones; interrupted (spot) and lost (ended without a final status) are read
+# from the instance; running and not started are not final.
+JOB_SUCCEEDED = "succeeded"
+JOB_FINAL_STATUSES = (JOB_SUCCEEDED, "failed", "timed_out")
+JOB_INTERRUPTED = "interrupted"
+JOB_LOST = "lost"
+JOB_NOT_STARTED = "not started"
+# Instance states in which the job can no longer end by itself.
+JOB_ENDED_STATES = ("terminated", "stopped")
+SPOT_TERMINATION_REASON = "Server.SpotInstanceTermination"
 
 
 def is_capacity_error(exception):
@@ -337,6 +374,9 @@ class Launcher:
             return LaunchResult(False, existing, image, [], market=_market_of(existing))
         # Fail on an image that no instance type can run before anything is launched.
         instance_types, warnings = self.usable_instance_types(image, request.instance_types)
+        if request.cost_cap is not None:
+            instance_types, cost_warnings = self.affordable_instance_types(request, instance_types)
+            warnings += cost_warnings
         if check_mode:
             return LaunchResult(True, existing, image, [], market=request.market, warnings=warnings)
 
@@ -451,6 +491,193 @@ class Launcher:
             raise LaunchError(f"Timed out after {timeout}s waiting for {', '.join(e.value)} to terminate") from None
         return instance_ids
 
+    # -- jobs
+
+    def wait_jobs(self, instance_ids, timeout=3600, poll_interval=15, progress=None):
+        """Wait until the job of every instance has ended; returns ``({id: job}, {id: instance})``.
+
+        A job has ended when its instance carries a final ``BurstJobStatus``
+        (succeeded, failed, timed_out), or when the instance is terminated or
+        stopped (then ``interrupted`` or ``lost``, see ``job_of``). Raises a
+        LaunchError naming the instances whose job still runs after ``timeout``
+        seconds. ``progress`` (optional) is called with a line after each poll.
+        """
+        instance_ids = list(instance_ids)
+        if not instance_ids:
+            return {}, {}
+
+        def probe():
+            instances = self.find_instances(instance_ids=instance_ids, states=(*ACTIVE_STATES, *GONE_STATES))
+            by_id = {i["InstanceId"]: i for i in instances}
+            jobs = {}
+            running = []
+            for instance_id in instance_ids:
+                instance = by_id.get(instance_id)
+                if instance is None:
+                    running.append(f"{instance_id} (not visible yet)")
+                    continue
+                ended, job = job_of(instance)
+                jobs[instance_id] = job
+                if not ended:
+                    state = (instance.get("State") or {}).get("Name")
+                    since = f" since {job['started_at']}" if job.get("started_at") else ""
+                    running.append(f"{instance_id} (job {job['status']}{since}, instance {state})")
+            if progress is not None:
+                detail = f": {', '.join(running)}" if running else ""
+                progress(f"{len(instance_ids) - len(running)} of {len(instance_ids)} jobs ended{detail}")
+            return not running, running or (jobs, by_id)
+
+        try:
+            return poll_until(probe, timeout, poll_interval, sleep=self.sleep, clock=self.clock)
+        except PollTimeout as e:
+            raise LaunchError(
+                f"Timed out after {timeout}s waiting for the job to end on {len(e.value)} instance(s) still running: "
+                f"{', '.join(e.value)}"
+            ) from None
+
+    # -- cost
+
+    def _ceiling(self, request, instance_type, market):
+        try:
+            return ceiling_price(
+                self.region,
+                instance_type,
+                market,
+                spot_max_price=request.spot_max_price if market == "spot" else None,
+                overrides=request.on_demand_prices,
+            )
+        except ValueError as e:
+            raise LaunchError(f"Invalid price: {e}") from None
+
+    def affordable_instance_types(self, request, instance_types):
+        """The types of ``instance_types`` (in order) whose launch fits ``request.cost_cap``, and warnings.
+
+        A type's maximum is its highest price per hour in any market the
+        request may launch it on (``_prices.ceiling_price``: the spot maximum
+        price, else the on-demand price) for ``request.time_limit_minutes`` and
+        ``request.count`` instances. Types above the cap are left out; a
+        LaunchError names each type and its maximum when none is left, and
+        names the type and market whose price is not known.
+        """
+        instance_types = list(instance_types)
+        cap, minutes, count = float(request.cost_cap), request.time_limit_minutes, request.count
+        if not minutes:
+            raise LaunchError("A cost cap needs a time limit: without one, a launch has no maximum cost")
+        markets = list(dict.fromkeys(m for m, _t, _s in request.plan(instance_types)))
+        maxima = {}
+        for instance_type in instance_types:
+            costs = []
+            for market in markets:
+                price = self._ceiling(request, instance_type, market)
+                if price is None:
+                    spot = ", the most spot costs without a spot maximum price" if market == "spot" else ""
+                    raise LaunchError(
+                        f"No on-demand price known for {instance_type} in {self.region}{spot} (the price table "
+                        f"of {PRICES_DATE} lacks it): give it in USD/h (on_demand_prices), or launch without a "
+                        "cost cap"
+                    )
+                costs.append((run_cost(price, minutes, count), price, market))
+            maxima[instance_type] = max(costs)
+        within = f"{count} instance(s) x {minutes} min"
+        fits = [t for t in instance_types if maxima[t][0] <= cap]
+        if not fits:
+            each = ", ".join(f"{t} up to {_usd(maxima[t][0])} USD" for t in instance_types)
+            raise LaunchError(f"No instance type fits the cost cap of {_usd(cap)} USD for {within}: {each}")
+        dropped = [t for t in instance_types if t not in fits]
+        warnings = [
+            f"Instance type {t} left out: up to {_usd(maxima[t][0])} USD for {within} at {_usd(maxima[t][1])} USD/h "
+            f"({maxima[t][2]}), above the cost cap of {_usd(cap)} USD; launching on {', '.join(fits)}"
+            for t in dropped
+        ]
+        return fits, warnings
+
+    def cost_summary(
+        self, instances, time_limit_minutes=None, spot_max_price=None, on_demand_prices=None, cost_cap=None
+    ):
+        """What ``instances`` cost: their prices now, and the run's expected and maximum cost for the time limit.
+
+        Returns ``{currency, prices_as_of, instances: [{instance_id, instance_type, market, price_per_hour,
+        source, availability_zone}], price_per_hour, time_limit_minutes, expected_run_cost, max_run_cost,
+        cost_cap, error}``. A price that cannot be read or is not known leaves the totals it is part of null
+        and is named in ``error``; this never raises for a price.
+        """
+        errors = []
+        quotes = {}
+        entries = []
+        prices, ceilings = [], []
+        for instance in instances:
+            instance_type = instance.get("InstanceType")
+            market = "spot" if instance.get("InstanceLifecycle") == "spot" else "on-demand"
+            zone = (instance.get("Placement") or {}).get("AvailabilityZone")
+            key = (instance_type, market, zone)
+            if key not in quotes:
+                quotes[key] = self._quote(instance_type, market, zone, on_demand_prices, errors)
+            found = quotes[key]
+            entries.append(
+                {
+                    "instance_id": instance["InstanceId"],
+                    "instance_type": instance_type,
+                    "market": market,
+                    "price_per_hour": found.price_per_hour if found else None,
+                    "source": found.source if found else None,
+                    "availability_zone": zone,
+                }
+            )
+            prices.append(found.price_per_hour if found else None)
+            try:
+                ceiling = ceiling_price(
+                    self.region,
+                    instance_type,
+                    market,
+                    spot_max_price=spot_max_price if market == "spot" else None,
+                    overrides=on_demand_prices,
+                )
+            except ValueError as e:
+                ceiling = None
+                errors.append(str(e))
+            if ceiling is None and market == "spot":
+                # Spot without a maximum price is capped at the on-demand price, which is not known.
+                errors.append(f"No on-demand price known for {instance_type} in {self.region}, the most spot can cost")
+            ceilings.append(ceiling)
+        known = bool(entries) and None not in prices
+        total = round(sum(prices), 6) if known else (0.0 if not entries else None)
+        highest = round(sum(ceilings), 6) if None not in ceilings else None
+        limit = time_limit_minutes or None
+        return {
+            "currency": "USD",
+            "prices_as_of": PRICES_DATE,
+            "instances": entries,
+            "price_per_hour": total,
+            "time_limit_minutes": limit,
+            "expected_run_cost": run_cost(total, limit) if limit and total is not None else None,
+            "max_run_cost": run_cost(highest, limit) if limit and highest is not None else None,
+            "cost_cap": cost_cap,
+            "error": "; ".join(dict.fromkeys(errors)) or None,
+        }
+
+    def _quote(self, instance_type, market, zone, on_demand_prices, errors):
+        """The PriceQuote of one type, market and zone, or None with the reason added to ``errors``."""
+        try:
+            found = quote(
+                self.ec2,
+                self.region,
+                instance_type,
+                market,
+                availability_zones=[zone] if zone else None,
+                overrides=on_demand_prices,
+            )
+        except AwsError as e:
+            detail = f": {error_message(e.exception)}" if e.exception is not None else ""
+            errors.append(f"{e.message}{detail}")
+            return None
+        except ValueError as e:
+            errors.append(str(e))
+            return None
+        if found is None:
+            where = f" in {zone}" if market == "spot" and zone else f" in {self.region}"
+            errors.append(f"No {market} price known for {instance_type}{where}")
+        return found
+
     def spot_prices(self, pairs):
         """The current Linux spot price for each (instance type, zone) of ``pairs``, as ``{(type, zone): "0.41"}``.
 
@@ -490,6 +717,49 @@ def _unknown_types(instance_types, region, exception):
     else:
         what = f"One of the instance types {', '.join(instance_types)} does not exist"
     return LaunchError(f"{what} in {region}: {error_message(exception)}", exception=exception)
+
+
+def _usd(amount):
+    """An amount of USD for a message: at least 2 decimals, at most 4."""
+    text = f"{amount:.4f}".rstrip("0")
+    return text + "0" * max(0, 2 - len(text.split(".")[1]))
+
+
+def _exit_code(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def job_of(instance):
+    """``(ended, job)``: the job of ``instance`` (EC2's dict) as its job runner recorded it in its tags.
+
+    ``job`` is ``{status, exit_code, started_at, ended_at, log, log_error}``. ``status``: the runner's
+    ``BurstJobStatus`` when final (``succeeded``, ``failed``, ``timed_out``); for an instance terminated or
+    stopped without one, ``interrupted`` when it was a spot interruption (``BurstDraining`` set, or the state
+    reason ``Server.SpotInstanceTermination``), else ``lost``; otherwise ``running`` or ``not started``, and
+    ``ended`` is False.
+    """
+    tags = image_tags(instance)
+    status = tags.get(JOB_STATUS_TAG)
+    job = {
+        "status": status,
+        "exit_code": _exit_code(tags.get(JOB_EXIT_CODE_TAG)),
+        "started_at": tags.get(JOB_STARTED_TAG),
+        "ended_at": tags.get(JOB_ENDED_TAG),
+        "log": tags.get(JOB_LOG_TAG),
+        "log_error": tags.get(JOB_LOG_ERROR_TAG),
+    }
+    if status in JOB_FINAL_STATUSES:
+        return True, job
+    if (instance.get("State") or {}).get("Name") in JOB_ENDED_STATES:
+        reason = instance.get("StateReason") or {}
+        spot_ended = any(str(reason.get(k) or "").startswith(SPOT_TERMINATION_REASON) for k in ("Code", "Message"))
+        job["status"] = JOB_INTERRUPTED if DRAINING_TAG in tags or spot_ended else JOB_LOST
+        return True, job
+    job["status"] = status or JOB_NOT_STARTED
+    return False, job
 
 
 def _market_of(instances):

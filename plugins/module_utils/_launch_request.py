@@ -208,6 +208,12 @@ class LaunchRequest:
     every call launches. ``market`` is ``spot`` or ``on-demand``; with
     ``spot_fallback_on_demand``, every type and subnet is tried as spot first,
     then again on demand.
+
+    ``cost_cap`` (USD) is the most the launch may cost in all: the instance
+    types whose highest price (``_prices.ceiling_price``, with
+    ``on_demand_prices`` as ``{type: USD per hour}`` overrides) for
+    ``time_limit_minutes`` and ``count`` instances is above it are left out. It
+    needs ``time_limit_minutes``, the longest the instances can run.
     """
 
     def __init__(
@@ -228,6 +234,9 @@ class LaunchRequest:
         root_volume=None,
         metadata_hop_limit=2,
         shutdown_behavior="terminate",
+        cost_cap=None,
+        time_limit_minutes=None,
+        on_demand_prices=None,
     ):
         self.image = image
         self.instance_types = list(instance_types or [])
@@ -245,6 +254,9 @@ class LaunchRequest:
         self.root_volume = root_volume or RootVolume()
         self.metadata_hop_limit = metadata_hop_limit
         self.shutdown_behavior = shutdown_behavior
+        self.cost_cap = cost_cap
+        self.time_limit_minutes = time_limit_minutes
+        self.on_demand_prices = dict(on_demand_prices or {})
         self.validate()
 
     def validate(self):
@@ -287,6 +299,25 @@ class LaunchRequest:
             raise LaunchError(f"Invalid shutdown behaviour {self.shutdown_behavior!r}: terminate or stop")
         if not isinstance(self.metadata_hop_limit, int) or not 1 <= self.metadata_hop_limit <= 64:
             raise LaunchError(f"Invalid metadata hop limit {self.metadata_hop_limit!r}: 1 to 64")
+        self._validate_cost()
+
+    def _validate_cost(self):
+        limit = self.time_limit_minutes
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise LaunchError(f"Invalid time limit {limit!r}: give whole minutes, 1 or more")
+        for name, price in self.on_demand_prices.items():
+            if not INSTANCE_TYPE_RE.match(str(name)) or not _positive_number(price):
+                raise LaunchError(
+                    f"Invalid on-demand price {name!r}: {price!r}: give an instance type and its price in USD/h"
+                )
+        if self.cost_cap is None:
+            return
+        if not _positive_number(self.cost_cap):
+            raise LaunchError(f"Invalid cost cap {self.cost_cap!r}: give a positive amount, in USD")
+        if not limit:
+            raise LaunchError(
+                "A cost cap needs a time limit: without one (a maximum lifetime of 0), a launch has no maximum cost"
+            )
 
     def all_tags(self):
         tags = {str(k): str(v) for k, v in self.tags.items()}
@@ -304,6 +335,16 @@ class LaunchRequest:
         subnets = self.subnet_ids or [None]
         types = [t for t in self.instance_types if instance_types is None or t in instance_types]
         return [(m, t, s) for m in markets for t in types for s in subnets]
+
+
+def _positive_number(value):
+    if isinstance(value, bool):
+        return False
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return 0 < number < float("inf")
 
 
 class Attempt:

@@ -31,7 +31,21 @@ description:
     instance itself (a systemd timer), so that it holds when the controller is gone.
   - Idempotent by O(job_id) - instances carrying the job id tag that are not terminated count towards O(count),
     and RunInstances gets client tokens derived from the job id, so that a retried request launches nothing twice.
-  - Waits for the instances to run and, with O(health_url), for their healthcheck to answer ready.
+  - Waits for the instances to run and, with O(health_url), for their healthcheck to answer ready; each
+    instance's RV(instances[].boot_to_ready_s) is read from that answer.
+  - The job runs through the golden image's job runner (C(burst_job.py), next to O(startup_script)) when the
+    image has one. The runner ships the job's output to O(job_log), stops the job at O(job_time_limit) and
+    records the job on the instance, with the instance's role, as tags (C(BurstJobStatus), C(BurstJobExitCode),
+    C(BurstJobStartedAt), C(BurstJobEndedAt), C(BurstJobLog), C(BurstJobLogError), and C(BurstDraining) on a
+    spot interruption notice). On an image without the runner the job runs as a plain C(bash -c), under
+    C(timeout) with O(job_time_limit), and records nothing.
+  - With O(wait_for_job), waits until every instance's job has ended and returns each job's outcome
+    (RV(instances[].job)); a job that did not succeed fails the module after its results are returned, unless
+    O(fail_on_job_error=false).
+  - Returns what the instances cost (RV(cost)), that is the price per hour of each (the spot price now, or the
+    on-demand list price of the collection's dated price table or O(on_demand_prices)) and the run's expected
+    and maximum cost for its time limit. With O(cost_cap), the instance types whose maximum cost is above it are
+    left out before anything is launched.
   - O(state=absent) terminates instances by id, by job id or by tags.
   - The launching code is the collection's module_utils C(_launch), which the bake's builder launch shares and
     which applications can call directly.
@@ -136,7 +150,9 @@ options:
     type: str
   iam_instance_profile:
     description:
-      - Instance profile, by name or ARN (for EFS with IAM authorization, for example).
+      - Instance profile, by name or ARN, which gives the instance its credentials, for EFS with IAM authorization, for
+        O(job_log) in S3 or CloudWatch Logs, and for the job runner's status tags (its role needs
+        C(ec2:CreateTags) on the instance itself).
     type: str
   market:
     description:
@@ -173,6 +189,46 @@ options:
       - Terminate the instance when O(job_command) ends, whatever its exit status.
     type: bool
     default: true
+  job_log:
+    description:
+      - Where the job runner sends the job's output (stdout and stderr), as well as to the user data log.
+      - V(/abs/path) or V(file:/abs/path) (a file on the instance), V(s3://bucket/key) (uploaded when the job
+        ends), V(cloudwatch:GROUP) or V(cloudwatch:GROUP:STREAM) (CloudWatch Logs, in an existing group, the
+        stream defaulting to C({job_id}/{instance_id})). C({job_id}) and C({instance_id}) are filled in on the
+        instance; the job id is O(job_id), or the instance id when there is none or it contains C(/).
+      - S3 and CloudWatch Logs are written with the instance's role, so they need O(iam_instance_profile).
+        When the log cannot be written, the job still runs and the reason is in RV(instances[].job.log_error).
+      - Needs O(job_command), and an image with the job runner; an image without it ignores O(job_log).
+    type: str
+  job_time_limit:
+    description:
+      - Minutes after which the job is stopped (TERM, then KILL 30 seconds later); it then ends with status
+        124 and RV(instances[].job.status) V(timed_out). No limit when not given.
+      - Must be less than O(max_lifetime) when that is not V(0). Needs O(job_command).
+    type: int
+  wait_for_job:
+    description:
+      - Wait until the job of every instance has ended (a final C(BurstJobStatus) tag, or the instance
+        terminated or stopped) and return each job in RV(instances[].job) and the count of those that did not
+        succeed in RV(jobs_failed). Needs O(job_command).
+      - The job runner tags the instance with the instance's role, which needs C(ec2:CreateTags) on itself;
+        without O(iam_instance_profile), no job can report its status (the module warns).
+      - On a second run with the same O(job_id), the instances still there are waited for in the same way.
+    type: bool
+    default: false
+  job_wait_timeout:
+    description:
+      - Seconds to wait for the jobs with O(wait_for_job); the module then fails, naming the instances whose
+        job still runs.
+    type: int
+    default: 3600
+  fail_on_job_error:
+    description:
+      - With O(wait_for_job), fail the module (after returning every result) when a job did not succeed, that is
+        V(failed), V(timed_out), V(interrupted) or V(lost). With V(false), RV(jobs_failed) says so and the module
+        succeeds.
+    type: bool
+    default: true
   max_lifetime:
     description:
       - Minutes after boot at which the instance terminates itself, whatever happens; V(0) for no limit.
@@ -198,6 +254,23 @@ options:
     description:
       - Shell commands added to the user data after the EFS mount and before the startup script.
     type: str
+  cost_cap:
+    description:
+      - The most this launch may cost in all, in USD. For each instance type, the maximum is its highest price
+        per hour (O(spot_max_price) on spot, else the on-demand price; on demand too with
+        O(spot_fallback_on_demand)) times the time limit (O(max_lifetime), or O(job_time_limit) when it is
+        shorter and O(terminate_after_job) is set) times O(count).
+      - Types above the cap are left out with a warning; when none is left, or when a price is not known, or
+        with O(max_lifetime=0) (no time limit), nothing is launched and the module fails, saying why.
+      - The time limit does not count the boot before the job, and prices are per second with one minute at
+        least. The cap bounds the instance-hours, not storage or data transfer.
+    type: float
+  on_demand_prices:
+    description:
+      - On-demand prices in USD per hour by instance type (the type as key, its price as value), instead of the
+        collection's list prices (dated, for the GPU types of a few regions) for RV(cost) and O(cost_cap).
+      - Give one for a type or region the collection's table lacks, or after a price change.
+    type: dict
   metadata_hop_limit:
     description:
       - IMDSv2 response hop limit; 2 lets containers reach the instance metadata.
@@ -263,6 +336,8 @@ notes:
     module, naming it.
   - Spot instances are one-time requests that terminate on interruption.
   - The user data goes to /var/log/burst-user-data.log on the instance.
+  - RV(cost) never fails a launch without O(cost_cap); a price that cannot be read (C(ec2:DescribeSpotPriceHistory)
+    denied, for example) is named in RV(cost.error).
 """
 
 EXAMPLES = r"""
@@ -299,6 +374,25 @@ EXAMPLES = r"""
       mount_point: /home/ec2-user/recordings
     job_command: /home/ec2-user/app/simulate_pipeline.sh
     max_lifetime: 120
+
+- name: Run a job with its log in S3, a 90 min limit and a cost cap, and wait for its outcome
+  burst.golden_ami.burst_instance:
+    region: eu-central-1
+    job_id: "nightly-{{ run_date }}"
+    image_ssm_parameter: /burst/golden-ami/latest
+    instance_types: [g6e.xlarge, g6.2xlarge]
+    iam_instance_profile: burst-job-runner
+    job_command: /opt/app/nightly.sh
+    job_log: "s3://burst-job-logs/{job_id}/{instance_id}.log"
+    job_time_limit: 90
+    max_lifetime: 110
+    cost_cap: 5.00
+    # A negotiated price, instead of the list price.
+    on_demand_prices:
+      g6.2xlarge: 1.10
+    wait_for_job: true
+    job_wait_timeout: 7200
+  register: nightly
 
 - name: Launch on Graviton GPUs from the newest arm64 Deep Learning AMI of Amazon
   burst.golden_ami.burst_instance:
@@ -393,6 +487,44 @@ instances:
     health:
       description: V(ready), V(starting) or V(unreachable), when O(health_url) is given.
       type: str
+    boot_to_ready_s:
+      description:
+        - Seconds from boot to ready, as the instance's healthcheck reports it (C(boot_to_ready_s) of its JSON
+          answer); null when it does not say. Returned when O(health_url) is given.
+      type: float
+      sample: 74.2
+    job:
+      description:
+        - The job's outcome, with O(wait_for_job).
+      type: dict
+      contains:
+        status:
+          description:
+            - V(succeeded), V(failed) or V(timed_out), as the job runner recorded it (C(BurstJobStatus));
+              V(interrupted) when the instance ended before that by a spot interruption (C(BurstDraining) set, or
+              the state reason C(Server.SpotInstanceTermination)); V(lost) when it ended without a final status
+              otherwise (its maximum lifetime, a terminated instance, an image without the job runner...).
+          type: str
+          sample: succeeded
+        exit_code:
+          description: The job's exit status (124 when stopped at O(job_time_limit)); null when not recorded.
+          type: int
+          sample: 0
+        started_at:
+          description: When the job started, ISO 8601 UTC.
+          type: str
+          sample: "2026-01-01T00:01:12Z"
+        ended_at:
+          description: When the job ended, ISO 8601 UTC.
+          type: str
+          sample: "2026-01-01T00:41:55Z"
+        log:
+          description: Where the job's log went (O(job_log) with its placeholders filled in).
+          type: str
+          sample: s3://burst-job-logs/nightly/i-0123456789abcdef0.log
+        log_error:
+          description: Why the log could not be written there, if it could not.
+          type: str
     tags:
       description: Tags of the instance.
       type: dict
@@ -422,6 +554,72 @@ image:
       type: str
     creation_date:
       description: Creation date.
+      type: str
+jobs_failed:
+  description: With O(wait_for_job), the number of instances whose job did not succeed.
+  returned: when O(wait_for_job) is set, outside check mode
+  type: int
+  sample: 0
+cost:
+  description:
+    - What the instances of RV(instances) cost, in USD.
+  returned: state=present
+  type: dict
+  contains:
+    currency:
+      description: Always V(USD).
+      type: str
+    prices_as_of:
+      description: Date of the collection's on-demand list prices.
+      type: str
+      sample: "2026-01-21"
+    instances:
+      description: The price of each instance.
+      type: list
+      elements: dict
+      contains:
+        instance_id:
+          description: Instance id.
+          type: str
+        instance_type:
+          description: Instance type.
+          type: str
+        market:
+          description: V(spot) or V(on-demand).
+          type: str
+        price_per_hour:
+          description: USD per hour now; null when not known.
+          type: float
+          sample: 0.7241
+        source:
+          description:
+            - V(spot-price-history) (the current spot price in its zone), V(on-demand-table) (the collection's
+              list price of RV(cost.prices_as_of)) or V(given) (O(on_demand_prices)).
+          type: str
+        availability_zone:
+          description: Zone.
+          type: str
+    price_per_hour:
+      description: Sum of the instances' prices per hour; null when one is not known.
+      type: float
+    time_limit_minutes:
+      description:
+        - The longest the instances can run, in minutes (O(max_lifetime), or O(job_time_limit) when shorter and
+          O(terminate_after_job) is set); null without a limit.
+      type: int
+    expected_run_cost:
+      description: RV(cost.price_per_hour) for RV(cost.time_limit_minutes); null without a limit or a price.
+      type: float
+    max_run_cost:
+      description:
+        - The most the run can cost for RV(cost.time_limit_minutes), at each instance's highest price
+          (O(spot_max_price) or the on-demand price); null without a limit or a price.
+      type: float
+    cost_cap:
+      description: O(cost_cap).
+      type: float
+    error:
+      description: Why a price is not known or could not be read; null when all are.
       type: str
 attempts:
   description: Each RunInstances request made, in order, with the error that moved on to the next.
@@ -459,6 +657,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._images import ( 
     image_version,
 )
 from ansible_collections.burst.golden_ami.plugins.module_utils._launch import (  # noqa: E402
+    JOB_SUCCEEDED,
     ImageRef,
     Launcher,
     LaunchError,
@@ -477,6 +676,7 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._progress import 
 from ansible_collections.burst.golden_ami.plugins.module_utils._user_data import (  # noqa: E402
     DEFAULT_STARTUP_SCRIPT,
     build_user_data,
+    job_log_kind,
 )
 
 BURST_TAGS = {MODE_TAG: MODE_BURST}
@@ -528,7 +728,61 @@ class BurstInstances:
             terminate_after_job=self.params["terminate_after_job"],
             max_lifetime_minutes=self.params["max_lifetime"],
             extra_script=self.params.get("extra_user_data"),
+            job_id=self.params.get("job_id"),
+            job_log=self.params.get("job_log"),
+            job_time_limit=self.params.get("job_time_limit"),
         )
+
+    def _validate_job_and_cost(self):
+        """Refuse, before anything is launched, job and cost options that cannot work; warn about doubtful ones."""
+        params = self.params
+        for name in ("job_log", "job_time_limit", "wait_for_job"):
+            if params.get(name) not in (None, False) and not params.get("job_command"):
+                raise LaunchError(f"{name} needs job_command: there is no job without it")
+        job_log = params.get("job_log")
+        if job_log is not None:
+            kind = job_log_kind(job_log)
+            if kind in ("s3", "cloudwatch") and not params.get("iam_instance_profile"):
+                where = "S3" if kind == "s3" else "CloudWatch Logs"
+                raise LaunchError(
+                    f"job_log {job_log} is written to {where} with the instance's credentials, and without "
+                    "iam_instance_profile the instance has none: give an instance profile whose role may write "
+                    "there, or log to a file on the instance"
+                )
+        limit, lifetime = params.get("job_time_limit"), params["max_lifetime"]
+        if limit is not None:
+            if limit < 1:
+                raise LaunchError(f"Invalid job_time_limit {limit}: give whole minutes, 1 or more")
+            if lifetime and limit >= lifetime:
+                raise LaunchError(
+                    f"job_time_limit ({limit} min) must be less than max_lifetime ({lifetime} min): the instance "
+                    "would terminate itself before the job's time limit"
+                )
+        if params.get("wait_for_job") and params["job_wait_timeout"] < 0:
+            raise LaunchError(f"Invalid job_wait_timeout {params['job_wait_timeout']}: give seconds, 0 or more")
+        if params.get("wait_for_job") and not params.get("iam_instance_profile"):
+            self.warnings.append(
+                "wait_for_job without iam_instance_profile: the job runner tags the instance with the instance's "
+                "credentials, which it has none of, so no job can report its status (a terminated instance's job "
+                "is then lost)"
+            )
+        cap = params.get("cost_cap")
+        if cap is not None:
+            if cap <= 0:
+                raise LaunchError(f"Invalid cost_cap {cap}: give a positive amount, in USD")
+            if not lifetime:
+                raise LaunchError(
+                    "cost_cap needs a time limit, and max_lifetime is 0 (no limit): the instances could run, and "
+                    "cost, without end. Set max_lifetime (minutes)"
+                )
+
+    def _time_limit(self):
+        """The longest the instances can run (minutes), or None: max_lifetime, or a shorter job time limit."""
+        lifetime = self.params["max_lifetime"] or None
+        limit = self.params.get("job_time_limit")
+        if lifetime and limit and self.params.get("job_command") and self.params["terminate_after_job"]:
+            return min(lifetime, limit)
+        return lifetime
 
     def _root_volume(self):
         """The root_volume option: its suboptions are RootVolume's arguments."""
@@ -555,6 +809,9 @@ class BurstInstances:
             user_data=self._user_data(),
             root_volume=self._root_volume(),
             metadata_hop_limit=self.params["metadata_hop_limit"],
+            cost_cap=self.params.get("cost_cap"),
+            time_limit_minutes=self._time_limit(),
+            on_demand_prices=self.params.get("on_demand_prices"),
         )
 
     def _facts(self, instances, image):
@@ -579,6 +836,7 @@ class BurstInstances:
     # -- states
 
     def present(self):
+        self._validate_job_and_cost()
         request = self._request()
         result = self.launcher.launch(request, check_mode=self.check_mode)
         self.warnings.extend(result.warnings)
@@ -593,19 +851,8 @@ class BurstInstances:
             )
         facts = self._facts(instances, image)
         if self.params.get("health_url") and facts and not self.check_mode:
-            urls = {f["instance_id"]: health_url(self.params["health_url"], f) for f in facts}
-            kwargs = {} if self.sleep is None else {"sleep": self.sleep}
-            health = wait_healthy(
-                urls,
-                timeout=self.params["health_timeout"],
-                interval=self.params["health_interval"],
-                probe_timeout=self.params["health_probe_timeout"],
-                progress=progress and (lambda line: progress.update(line=f"health: {line}", force=True)),
-                **kwargs,
-            )
-            for fact in facts:
-                fact["health"] = health[fact["instance_id"]][0]
-        return {
+            self._wait_healthy(facts, progress)
+        out = {
             "changed": result.changed,
             "instances": facts,
             "instance_ids": [f["instance_id"] for f in facts],
@@ -618,6 +865,64 @@ class BurstInstances:
             },
             "attempts": [a.as_dict() for a in result.attempts],
         }
+        if self.params.get("wait_for_job") and not self.check_mode:
+            out["jobs_failed"] = self._wait_jobs(facts, progress)
+        out["cost"] = self.launcher.cost_summary(
+            instances,
+            time_limit_minutes=self._time_limit(),
+            spot_max_price=self.params.get("spot_max_price"),
+            on_demand_prices=self.params.get("on_demand_prices"),
+            cost_cap=self.params.get("cost_cap"),
+        )
+        return out
+
+    def _wait_healthy(self, facts, progress):
+        """Wait until every instance answers ready; sets each fact's ``health`` and ``boot_to_ready_s``."""
+        urls = {f["instance_id"]: health_url(self.params["health_url"], f) for f in facts}
+        kwargs = {} if self.sleep is None else {"sleep": self.sleep}
+        health = wait_healthy(
+            urls,
+            timeout=self.params["health_timeout"],
+            interval=self.params["health_interval"],
+            probe_timeout=self.params["health_probe_timeout"],
+            progress=progress and (lambda line: progress.update(line=f"health: {line}", force=True)),
+            documents=True,
+            **kwargs,
+        )
+        for fact in facts:
+            status, _detail, document = health[fact["instance_id"]]
+            fact["health"] = status
+            seconds = (document or {}).get("boot_to_ready_s")
+            valid = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+            fact["boot_to_ready_s"] = seconds if valid else None
+
+    def _wait_jobs(self, facts, progress):
+        """Wait for the job of every instance; sets each fact's ``job`` and ``state``; returns how many failed."""
+        jobs, instances = self.launcher.wait_jobs(
+            [f["instance_id"] for f in facts],
+            timeout=self.params["job_wait_timeout"],
+            progress=progress and (lambda line: progress.update(line=f"job: {line}", force=True)),
+        )
+        for fact in facts:
+            fact["job"] = jobs[fact["instance_id"]]
+            fact["state"] = (instances[fact["instance_id"]].get("State") or {}).get("Name")
+        return sum(1 for f in facts if f["job"]["status"] != JOB_SUCCEEDED)
+
+    @staticmethod
+    def job_failure(result):
+        """The message to fail with when a job of ``result`` did not succeed, or None."""
+        if not result.get("jobs_failed"):
+            return None
+        facts = result["instances"]
+        failed = []
+        for fact in facts:
+            job = fact["job"]
+            if job["status"] == JOB_SUCCEEDED:
+                continue
+            code = f", exit code {job['exit_code']}" if job.get("exit_code") is not None else ""
+            log = f", log {job['log']}" if job.get("log") else ""
+            failed.append(f"{fact['instance_id']} {job['status']}{code}{log}")
+        return f"{len(failed)} of {len(facts)} jobs did not succeed: {'; '.join(failed)}"
 
     def _progress(self):
         """The progress file of this run, or None."""
@@ -671,6 +976,11 @@ def argument_spec():
         startup_script=dict(type="str", default=DEFAULT_STARTUP_SCRIPT),
         job_command=dict(type="str"),
         terminate_after_job=dict(type="bool", default=True),
+        job_log=dict(type="str"),
+        job_time_limit=dict(type="int"),
+        wait_for_job=dict(type="bool", default=False),
+        job_wait_timeout=dict(type="int", default=3600),
+        fail_on_job_error=dict(type="bool", default=True),
         max_lifetime=dict(type="int", default=120),
         efs=dict(
             type="dict",
@@ -681,6 +991,8 @@ def argument_spec():
             ),
         ),
         extra_user_data=dict(type="str"),
+        cost_cap=dict(type="float"),
+        on_demand_prices=dict(type="dict"),
         root_volume=dict(
             type="dict",
             options=ebs_volume_options(
@@ -715,6 +1027,9 @@ def main():
     result = run_or_fail(module, run, attempts=_attempts)
     for warning in logic.warnings:
         module.warn(warning)
+    failure = logic.job_failure(result)
+    if failure and module.params["fail_on_job_error"]:
+        module.fail_json(msg=failure, **result)
     module.exit_json(**result)
 
 

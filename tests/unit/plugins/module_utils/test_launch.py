@@ -997,3 +997,214 @@ def test_wait_healthy_reports_each_round_with_what_is_not_ready(health_server):
     assert lines[0].startswith("1 of 2 healthy after 5 s: i-1: starting (HTTP 503")
     assert len(lines) == 2, "one line a round, until the timeout"
     assert lines[1].startswith("1 of 2 healthy after 15 s")
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def _job_tags(**tags):
+    return [{"Key": "Mode", "Value": "Burst"}] + [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def test_a_spot_termination_while_the_job_runs_is_an_interruption(ec2, launcher):
+    _client, stubber = ec2
+    running = _instance("i-0123456789abcdef0", Tags=_job_tags(BurstJobStatus="running"))
+    stubber.add_response("describe_instances", _reservations(running))
+    reclaimed = _instance(
+        "i-0123456789abcdef0",
+        state="terminated",
+        StateReason={"Code": "Server.SpotInstanceTermination", "Message": "Server.SpotInstanceTermination: Spot"},
+        Tags=_job_tags(BurstJobStatus="running", BurstJobStartedAt="2026-01-01T00:02:00Z"),
+    )
+    stubber.add_response("describe_instances", _reservations(reclaimed))
+    lines = []
+    jobs, instances = launcher.wait_jobs(["i-0123456789abcdef0"], poll_interval=0, progress=lines.append)
+    assert jobs == {
+        "i-0123456789abcdef0": {
+            "status": "interrupted",
+            "exit_code": None,
+            "started_at": "2026-01-01T00:02:00Z",
+            "ended_at": None,
+            "log": None,
+            "log_error": None,
+        }
+    }
+    assert instances["i-0123456789abcdef0"]["State"]["Name"] == "terminated"
+    assert lines == [
+        "0 of 1 jobs ended: i-0123456789abcdef0 (job running, instance running)",
+        "1 of 1 jobs ended",
+    ]
+
+
+def test_a_job_that_outlives_the_wait_names_the_instances_still_running(ec2):
+    client, stubber = ec2
+    ticks = iter(range(0, 1000, 10))
+    launcher = Launcher(client, region=REGION, sleep=lambda _s: None, clock=lambda: next(ticks))
+    done = _instance("i-0123456789abcdef0", Tags=_job_tags(BurstJobStatus="succeeded", BurstJobExitCode="0"))
+    busy = _instance(
+        "i-0123456789abcdef1", Tags=_job_tags(BurstJobStatus="running", BurstJobStartedAt="2026-01-01T00:02:00Z")
+    )
+    starting = _instance("i-0123456789abcdef2", state="pending")
+    # A shutting-down instance without a final status may still show its tags: it is waited for.
+    leaving = _instance("i-0123456789abcdef3", state="shutting-down", Tags=_job_tags(BurstJobStatus="running"))
+    for _poll in range(3):
+        stubber.add_response("describe_instances", _reservations(done, busy, starting, leaving))
+    with pytest.raises(LaunchError) as caught:
+        launcher.wait_jobs([i["InstanceId"] for i in (done, busy, starting, leaving)], timeout=25)
+    assert caught.value.message == (
+        "Timed out after 25s waiting for the job to end on 3 instance(s) still running: "
+        "i-0123456789abcdef1 (job running since 2026-01-01T00:02:00Z, instance running), "
+        "i-0123456789abcdef2 (job not started, instance pending), "
+        "i-0123456789abcdef3 (job running, instance shutting-down)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "tags", "reason", "status"),
+    [
+        ("running", {"BurstJobStatus": "failed", "BurstJobExitCode": "3"}, None, "failed"),
+        ("terminated", {"BurstJobStatus": "timed_out", "BurstJobExitCode": "124"}, None, "timed_out"),
+        ("terminated", {"BurstJobStatus": "running", "BurstDraining": "2026-01-01T00:05:00Z"}, None, "interrupted"),
+        ("stopped", {}, {"Code": "Client.UserInitiatedShutdown", "Message": "Client.UserInitiatedShutdown"}, "lost"),
+        ("terminated", {"BurstJobStatus": "running"}, None, "lost"),
+    ],
+)
+def test_final_job_statuses(ec2, launcher, state, tags, reason, status):
+    _client, stubber = ec2
+    extra = {"StateReason": reason} if reason else {}
+    instance = _instance("i-0123456789abcdef0", state=state, Tags=_job_tags(**tags), **extra)
+    stubber.add_response("describe_instances", _reservations(instance))
+    jobs, _instances = launcher.wait_jobs(["i-0123456789abcdef0"], poll_interval=0)
+    assert jobs["i-0123456789abcdef0"]["status"] == status
+    expected = int(tags["BurstJobExitCode"]) if "BurstJobExitCode" in tags else None
+    assert jobs["i-0123456789abcdef0"]["exit_code"] == expected
+
+
+# ---------------------------------------------------------------- cost
+
+
+def test_the_cost_cap_counts_the_dearest_market_of_a_spot_fallback(launcher):
+    # Spot at most 0.50/h, on demand 2.00/h: with the fallback, a type can cost its on-demand price.
+    request = _request(
+        instance_types=["g6e.xlarge", "g5.xlarge"],
+        spot_max_price="0.50",
+        spot_fallback_on_demand=True,
+        on_demand_prices={"g6e.xlarge": 2.0, "g5.xlarge": 0.8},
+        count=2,
+        time_limit_minutes=90,
+        cost_cap=3.0,
+    )
+    types, warnings = launcher.affordable_instance_types(request, ["g6e.xlarge", "g5.xlarge"])
+    assert types == ["g5.xlarge"]
+    assert warnings == [
+        "Instance type g6e.xlarge left out: up to 6.00 USD for 2 instance(s) x 90 min at 2.00 USD/h (on-demand), "
+        "above the cost cap of 3.00 USD; launching on g5.xlarge"
+    ]
+    without_fallback = _request(
+        instance_types=["g6e.xlarge"], spot_max_price="0.50", count=2, time_limit_minutes=90, cost_cap=3.0
+    )
+    assert launcher.affordable_instance_types(without_fallback, ["g6e.xlarge"]) == (["g6e.xlarge"], [])
+
+
+def test_a_cost_cap_is_refused_when_no_type_fits_or_a_price_is_unknown(launcher):
+    request = _request(instance_types=["g6e.xlarge", "g6.2xlarge"], spot_max_price=None, time_limit_minutes=60)
+    request.cost_cap = 1.0
+    with pytest.raises(LaunchError) as caught:
+        launcher.affordable_instance_types(request, ["g6e.xlarge", "g6.2xlarge"])
+    # eu-central-1's list prices of the table: spot without a maximum costs at most the on-demand price.
+    assert caught.value.message == (
+        "No instance type fits the cost cap of 1.00 USD for 1 instance(s) x 60 min: "
+        "g6e.xlarge up to 2.327 USD, g6.2xlarge up to 1.2225 USD"
+    )
+    request = _request(instance_types=["t3.micro"], spot_max_price=None, time_limit_minutes=60, cost_cap=1.0)
+    with pytest.raises(
+        LaunchError,
+        match=r"^No on-demand price known for t3\.micro in eu-central-1, the most spot costs .*on_demand_prices",
+    ):
+        launcher.affordable_instance_types(request, ["t3.micro"])
+
+
+def test_a_capped_launch_tries_only_the_types_that_fit(ec2, launcher):
+    _client, stubber = ec2
+    _expect_image_and_existing(stubber)
+    stubber.add_response(
+        "run_instances",
+        {"Instances": [_instance("i-0123456789abcdef0", instance_type="g6.2xlarge")]},
+        {
+            "ImageId": IMAGE_ID,
+            "InstanceType": "g6.2xlarge",
+            "SubnetId": SUBNETS[0],
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": ANY,
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+            "TagSpecifications": ANY,
+            "InstanceMarketOptions": ANY,
+        },
+    )
+    result = launcher.launch(_request(spot_max_price=None, time_limit_minutes=60, cost_cap=2.0))
+    assert [a.instance_type for a in result.attempts] == ["g6.2xlarge"]
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("Instance type g6e.xlarge left out: up to 2.327")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cost_cap": 5.0}, "A cost cap needs a time limit"),
+        ({"cost_cap": 0, "time_limit_minutes": 60}, "Invalid cost cap 0"),
+        ({"cost_cap": "lots", "time_limit_minutes": 60}, "Invalid cost cap 'lots'"),
+        ({"time_limit_minutes": 0}, "Invalid time limit 0"),
+        ({"on_demand_prices": {"g6e.xlarge": -1}}, "Invalid on-demand price 'g6e.xlarge'"),
+        ({"on_demand_prices": {"big": 1.0}}, "Invalid on-demand price 'big'"),
+    ],
+)
+def test_bad_cost_options_are_refused(overrides, message):
+    with pytest.raises(LaunchError, match=message):
+        _request(**overrides)
+
+
+def test_cost_summary_prices_each_instance_and_names_what_it_cannot(ec2, launcher):
+    _client, stubber = ec2
+    stubber.add_response(
+        "describe_spot_price_history",
+        {
+            "SpotPriceHistory": [
+                {
+                    "AvailabilityZone": "eu-central-1a",
+                    "InstanceType": "g6e.xlarge",
+                    "ProductDescription": "Linux/UNIX",
+                    "SpotPrice": "0.7241",
+                    "Timestamp": datetime(2026, 1, 1, tzinfo=timezone.utc),
+                }
+            ]
+        },
+    )
+    instances = [
+        _instance("i-0123456789abcdef0"),
+        _instance("i-0123456789abcdef1"),
+        _instance("i-0123456789abcdef2", instance_type="g5.2xlarge", lifecycle=None, zone="eu-central-1b"),
+    ]
+    cost = launcher.cost_summary(instances, time_limit_minutes=60, spot_max_price="1.50", cost_cap=10.0)
+    assert cost["instances"][0] == {
+        "instance_id": "i-0123456789abcdef0",
+        "instance_type": "g6e.xlarge",
+        "market": "spot",
+        "price_per_hour": 0.7241,
+        "source": "spot-price-history",
+        "availability_zone": "eu-central-1a",
+    }
+    assert cost["instances"][2]["price_per_hour"] == 1.5156
+    assert cost["instances"][2]["source"] == "on-demand-table"
+    assert cost["price_per_hour"] == pytest.approx(0.7241 * 2 + 1.5156)
+    assert cost["expected_run_cost"] == pytest.approx(round(0.7241 * 2 + 1.5156, 4))
+    assert cost["max_run_cost"] == pytest.approx(1.5 * 2 + 1.5156)
+    assert (cost["time_limit_minutes"], cost["cost_cap"], cost["error"]) == (60, 10.0, None)
+
+    stubber.add_client_error("describe_spot_price_history", service_error_code="UnauthorizedOperation")
+    odd = [_instance("i-0123456789abcdef3"), _instance("i-0123456789abcdef4", instance_type="t3.micro", lifecycle=None)]
+    cost = launcher.cost_summary(odd, time_limit_minutes=None)
+    assert cost["price_per_hour"] is None and cost["expected_run_cost"] is None and cost["max_run_cost"] is None
+    assert cost["instances"][0]["price_per_hour"] is None
+    assert "Failed to read the spot price history of g6e.xlarge in eu-central-1" in cost["error"]
+    assert "No on-demand price known for t3.micro in eu-central-1" in cost["error"]

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import base64
 import http.server
+import io
+import json
+import sys
 import threading
 
 import boto3
 import pytest
+from ansible.module_utils import basic
 
 from ansible_collections.burst.golden_ami.plugins.module_utils._launch import Launcher, LaunchError
+from ansible_collections.burst.golden_ami.plugins.module_utils._prices import PRICES_DATE
+from ansible_collections.burst.golden_ami.plugins.modules import burst_instance
 from ansible_collections.burst.golden_ami.plugins.modules.burst_instance import BurstInstances, argument_spec
 from localworld.faults import register
 
@@ -338,10 +344,15 @@ def test_absent_needs_a_selector(world):
 
 class _Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        ready = self.path.split("?")[0] == "/ready"
+        path = self.path.split("?")[0]
+        ready = path in ("/ready", "/booted")
         self.send_response(200 if ready else 503)
         self.end_headers()
-        self.wfile.write(b'{"ready": true}' if ready else b'{"ready": false}')
+        if path == "/booted":
+            # The instance's healthcheck aggregator says how long the boot took.
+            self.wfile.write(b'{"ready": true, "boot_to_ready_s": 74.5}')
+        else:
+            self.wfile.write(b'{"ready": true}' if ready else b'{"ready": false}')
 
     def log_message(self, *_args):
         pass
@@ -399,3 +410,327 @@ def test_bad_input_is_refused_before_launching(world, params, message):
     with pytest.raises(LaunchError, match=message):
         _module(world, **base).present()
     assert _job_instances(world["ec2"], "job-bad") == []
+
+
+def test_the_health_answer_gives_boot_to_ready(world, health_port):
+    result = _module(
+        world,
+        job_id="job-boot",
+        count=2,
+        image_id=world["image_id"],
+        instance_types=["g6e.xlarge"],
+        health_url=f"http://127.0.0.1:{health_port}/booted?instance={{instance_id}}",
+        health_timeout=5,
+    ).present()
+    assert [(f["health"], f["boot_to_ready_s"]) for f in result["instances"]] == [("ready", 74.5), ("ready", 74.5)]
+    silent = _module(
+        world,
+        job_id="job-boot-silent",
+        image_id=world["image_id"],
+        instance_types=["g6e.xlarge"],
+        health_url=f"http://127.0.0.1:{health_port}/ready?instance={{instance_id}}",
+        health_timeout=5,
+    ).present()
+    assert silent["instances"][0]["boot_to_ready_s"] is None
+
+
+# ---------------------------------------------------------------- jobs: access, logs, outcomes
+
+
+def _instance_profile(name="burst-job-runner"):
+    iam = boto3.client("iam")
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
+    iam.create_instance_profile(InstanceProfileName=name)
+    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    return name
+
+
+def _user_data(ec2, instance_id):
+    attribute = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    return base64.b64decode(attribute["UserData"]["Value"]).decode()
+
+
+def test_a_job_gets_its_profile_key_extra_user_data_and_runner_options(world):
+    ec2 = world["ec2"]
+    profile = _instance_profile()
+    ec2.create_key_pair(KeyName="burst-debug")
+    result = _module(
+        world,
+        job_id="job-access",
+        image_id=world["image_id"],
+        instance_types=["g6e.xlarge"],
+        iam_instance_profile=profile,
+        key_name="burst-debug",
+        extra_user_data="echo extra-step",
+        job_command="python3 /opt/app/run.py --input 'a b'",
+        job_log="s3://burst-job-logs/{job_id}/{instance_id}.log",
+        job_time_limit=90,
+        max_lifetime=100,
+    ).present()
+    (instance,) = _job_instances(ec2, "job-access")
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert instance["KeyName"] == "burst-debug"
+    assert instance["IamInstanceProfile"]["Arn"].endswith(f"instance-profile/{profile}")
+    script = _user_data(ec2, instance["InstanceId"])
+    assert "\necho extra-step\n" in script
+    assert "--on-active=100min" in script
+    assert (
+        "/usr/bin/python3 /opt/burst/burst_job.py --job-id job-access "
+        "--log-to 's3://burst-job-logs/{job_id}/{instance_id}.log' --time-limit 90 -- "
+        "bash -c 'python3 /opt/app/run.py --input '\"'\"'a b'\"'\"''"
+    ) in script
+    assert "timeout --kill-after=30 90m bash -c" in script
+    # The cost is bounded by the job's limit, which ends the instance before its lifetime.
+    assert result["cost"]["time_limit_minutes"] == 90
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"job_log": "s3://burst-logs/{job_id}.log"}, r"written to S3 with the instance's credentials"),
+        ({"job_log": "cloudwatch:/burst/jobs"}, r"written to CloudWatch Logs .* without iam_instance_profile"),
+        ({"job_log": "logs/job.log"}, "Invalid job log destination 'logs/job.log'"),
+        ({"job_log": "/var/log/{job}.log"}, r"the only placeholders are \{job_id\} and \{instance_id\}"),
+        ({"job_time_limit": 120}, r"job_time_limit \(120 min\) must be less than max_lifetime \(120 min\)"),
+        ({"job_time_limit": 0}, "Invalid job_time_limit 0"),
+        ({"job_command": None, "job_log": "/var/log/job.log"}, "job_log needs job_command"),
+        ({"job_command": None, "wait_for_job": True}, "wait_for_job needs job_command"),
+        ({"cost_cap": 5.0, "max_lifetime": 0}, "cost_cap needs a time limit, and max_lifetime is 0"),
+        ({"cost_cap": -1.0}, "Invalid cost_cap -1.0"),
+        ({"on_demand_prices": {"g6e.xlarge": "free"}}, "Invalid on-demand price 'g6e.xlarge'"),
+    ],
+)
+def test_bad_job_and_cost_options_are_refused_before_launching(world, params, message):
+    base = dict(job_id="job-bad", image_id=world["image_id"], instance_types=["g6e.xlarge"], job_command="true")
+    base.update(params)
+    with pytest.raises(LaunchError, match=message):
+        _module(world, **base).present()
+    assert _job_instances(world["ec2"], "job-bad") == []
+
+
+def _tag(ec2, instance_id, **tags):
+    """What the job runner does on the instance, with the instance's role."""
+    ec2.create_tags(Resources=[instance_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+
+def test_wait_for_job_returns_each_outcome(world):
+    ec2 = world["ec2"]
+    launched = {}
+    outcomes = {
+        "succeeded": dict(BurstJobStatus="succeeded", BurstJobExitCode="0", BurstJobLog="s3://logs/a.log"),
+        "failed": dict(BurstJobStatus="failed", BurstJobExitCode="3"),
+        "timed_out": dict(BurstJobStatus="timed_out", BurstJobExitCode="124", BurstJobLogError="AccessDenied"),
+        "interrupted": dict(BurstJobStatus="running", BurstDraining="2026-01-01T00:05:00Z"),
+        "lost": dict(BurstJobStatus="running"),
+    }
+
+    def job_runs(_seconds):
+        # At the first wait, every job ends its own way: the ids are those of the launch, in order.
+        if launched:
+            return
+        ids = sorted(i["InstanceId"] for i in _job_instances(ec2, "job-outcomes"))
+        launched.update(zip(outcomes, ids))
+        for name, instance_id in launched.items():
+            _tag(ec2, instance_id, BurstJobStartedAt="2026-01-01T00:01:00Z", **outcomes[name])
+            if name in ("timed_out", "failed", "succeeded"):
+                _tag(ec2, instance_id, BurstJobEndedAt="2026-01-01T00:09:00Z")
+        ec2.terminate_instances(InstanceIds=[launched["interrupted"], launched["lost"], launched["timed_out"]])
+
+    launcher = Launcher(world["ec2"], world["ssm"], sleep=job_runs)
+    params = _defaults(
+        job_id="job-outcomes",
+        count=5,
+        image_id=world["image_id"],
+        instance_types=["g6e.xlarge"],
+        iam_instance_profile=_instance_profile(),
+        job_command="/opt/app/run.sh",
+        wait_for_job=True,
+    )
+    logic = BurstInstances(params, launcher, sleep=lambda _s: None)
+    result = logic.present()
+
+    jobs = {f["instance_id"]: f["job"] for f in result["instances"]}
+    by_outcome = {name: jobs[instance_id] for name, instance_id in launched.items()}
+    assert {name: job["status"] for name, job in by_outcome.items()} == {name: name for name in outcomes}
+    assert by_outcome["succeeded"] == {
+        "status": "succeeded",
+        "exit_code": 0,
+        "started_at": "2026-01-01T00:01:00Z",
+        "ended_at": "2026-01-01T00:09:00Z",
+        "log": "s3://logs/a.log",
+        "log_error": None,
+    }
+    assert by_outcome["failed"]["exit_code"] == 3
+    assert by_outcome["timed_out"]["exit_code"] == 124 and by_outcome["timed_out"]["log_error"] == "AccessDenied"
+    assert by_outcome["lost"]["exit_code"] is None
+    assert result["jobs_failed"] == 4
+    states = {f["instance_id"]: f["state"] for f in result["instances"]}
+    assert states[launched["lost"]] == "terminated" and states[launched["succeeded"]] == "running"
+    assert logic.warnings == []
+    failure = BurstInstances.job_failure(result)
+    assert failure.startswith("4 of 5 jobs did not succeed: ")
+    assert f"{launched['failed']} failed, exit code 3" in failure
+    assert f"{launched['timed_out']} timed_out, exit code 124" in failure
+    assert f"{launched['interrupted']} interrupted" in failure and f"{launched['lost']} lost" in failure
+    assert launched["succeeded"] not in failure
+
+
+def test_a_job_still_running_at_the_timeout_is_named(world):
+    logic = _module(
+        world,
+        job_id="job-slow",
+        image_id=world["image_id"],
+        instance_types=["g6e.xlarge"],
+        job_command="sleep 86400",
+        wait_for_job=True,
+        job_wait_timeout=0,
+    )
+    with pytest.raises(LaunchError) as caught:
+        logic.present()
+    (instance,) = _job_instances(world["ec2"], "job-slow")
+    assert caught.value.message == (
+        "Timed out after 0s waiting for the job to end on 1 instance(s) still running: "
+        f"{instance['InstanceId']} (job not started, instance running)"
+    )
+    assert logic.warnings == [
+        "wait_for_job without iam_instance_profile: the job runner tags the instance with the instance's "
+        "credentials, which it has none of, so no job can report its status (a terminated instance's job is then "
+        "lost)"
+    ]
+
+
+def _run_module(monkeypatch, args):
+    """Run burst_instance's main as Ansible would; returns its JSON result."""
+    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode())
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    with pytest.raises(SystemExit):
+        burst_instance.main()
+    return json.loads(sys.stdout.getvalue())
+
+
+def test_a_rerun_waits_for_the_job_and_fails_on_a_failed_one_unless_told_not_to(world, monkeypatch):
+    ec2 = world["ec2"]
+    args = dict(
+        job_id="job-rerun",
+        count=2,
+        image_id=world["image_id"],
+        instance_types=["g6e.xlarge"],
+        iam_instance_profile=_instance_profile(),
+        job_command="/opt/app/run.sh",
+        terminate_after_job=False,
+    )
+    first = _module(world, **args).present()
+    assert "jobs_failed" not in first and "job" not in first["instances"][0]
+    good, bad = first["instance_ids"]
+    _tag(ec2, good, BurstJobStatus="succeeded", BurstJobExitCode="0")
+    _tag(ec2, bad, BurstJobStatus="failed", BurstJobExitCode="3", BurstJobLog="/var/log/job.log")
+
+    failed = _run_module(monkeypatch, dict(args, wait_for_job=True))
+    assert failed["failed"] is True and failed["changed"] is False
+    assert failed["msg"] == f"1 of 2 jobs did not succeed: {bad} failed, exit code 3, log /var/log/job.log"
+    assert [i["job"]["status"] for i in failed["instances"]] == ["succeeded", "failed"]
+    assert failed["jobs_failed"] == 1 and failed["launched_ids"] == []
+
+    tolerated = _run_module(monkeypatch, dict(args, wait_for_job=True, fail_on_job_error=False))
+    assert not tolerated.get("failed") and tolerated["jobs_failed"] == 1
+    assert tolerated["instances"][1]["job"]["exit_code"] == 3
+    assert len(_job_instances(ec2, "job-rerun")) == 2
+
+
+# ---------------------------------------------------------------- cost
+
+
+def test_the_cost_cap_leaves_out_a_type_and_the_result_has_the_cost(world):
+    # eu-central-1's list prices: g6e.xlarge 2.327 USD/h, g5.2xlarge 1.5156 USD/h; 60 min at most.
+    logic = _module(
+        world,
+        job_id="job-capped",
+        image_id=world["image_id"],
+        instance_types=["g6e.xlarge", "g5.2xlarge"],
+        market="on-demand",
+        max_lifetime=60,
+        cost_cap=2.0,
+    )
+    result = logic.present()
+    assert [a["instance_type"] for a in result["attempts"]] == ["g5.2xlarge"]
+    assert logic.warnings == [
+        "Instance type g6e.xlarge left out: up to 2.327 USD for 1 instance(s) x 60 min at 2.327 USD/h (on-demand), "
+        "above the cost cap of 2.00 USD; launching on g5.2xlarge"
+    ]
+    assert result["cost"] == {
+        "currency": "USD",
+        "prices_as_of": PRICES_DATE,
+        "instances": [
+            {
+                "instance_id": result["instance_ids"][0],
+                "instance_type": "g5.2xlarge",
+                "market": "on-demand",
+                "price_per_hour": 1.5156,
+                "source": "on-demand-table",
+                "availability_zone": result["instances"][0]["availability_zone"],
+            }
+        ],
+        "price_per_hour": 1.5156,
+        "time_limit_minutes": 60,
+        "expected_run_cost": 1.5156,
+        "max_run_cost": 1.5156,
+        "cost_cap": 2.0,
+        "error": None,
+    }
+
+
+def test_a_cost_cap_no_type_fits_launches_nothing_and_names_each(world):
+    with pytest.raises(LaunchError) as caught:
+        _module(
+            world,
+            job_id="job-too-dear",
+            count=2,
+            image_id=world["image_id"],
+            instance_types=["g6e.xlarge", "g5.2xlarge"],
+            spot_max_price="1.50",
+            max_lifetime=120,
+            job_command="/opt/app/run.sh",
+            job_time_limit=30,
+            on_demand_prices={"g5.2xlarge": 1.0},
+            cost_cap=1.0,
+        ).present()
+    # Spot at 1.50 USD/h at most, for the job's 30 min, on 2 instances.
+    assert caught.value.message == (
+        "No instance type fits the cost cap of 1.00 USD for 2 instance(s) x 30 min: "
+        "g6e.xlarge up to 1.50 USD, g5.2xlarge up to 1.50 USD"
+    )
+    assert _job_instances(world["ec2"], "job-too-dear") == []
+    with pytest.raises(LaunchError, match=r"^No on-demand price known for t3\.micro in eu-central-1"):
+        _module(
+            world, job_id="job-too-dear", image_id=world["image_id"], instance_types=["t3.micro"], cost_cap=9.0
+        ).present()
+    assert _job_instances(world["ec2"], "job-too-dear") == []
+
+
+def test_spot_cost_comes_from_the_price_history_and_a_refusal_is_only_reported(world):
+    result = _module(
+        world,
+        job_id="job-spot-cost",
+        image_id=world["image_id"],
+        instance_types=["g6e.xlarge"],
+        spot_max_price="1.50",
+    ).present()
+    cost = result["cost"]
+    (priced,) = cost["instances"]
+    # moto's spot price history answers 0.00001 USD/h for every offering.
+    assert (priced["market"], priced["price_per_hour"], priced["source"]) == ("spot", 0.00001, "spot-price-history")
+    assert priced["availability_zone"] == result["instances"][0]["availability_zone"]
+    assert cost["time_limit_minutes"] == 120 and cost["max_run_cost"] == 3.0 and cost["cost_cap"] is None
+    assert cost["expected_run_cost"] == 0.0 and cost["error"] is None
+
+    register(world["ec2"], [{"operation": "DescribeSpotPriceHistory", "code": "UnauthorizedOperation", "status": 403}])
+    denied = _module(
+        world, job_id="job-spot-denied", image_id=world["image_id"], instance_types=["g6e.xlarge"]
+    ).present()
+    assert denied["changed"] is True and len(denied["launched_ids"]) == 1
+    assert denied["cost"]["instances"][0]["price_per_hour"] is None
+    assert denied["cost"]["price_per_hour"] is None and denied["cost"]["expected_run_cost"] is None
+    assert denied["cost"]["error"].startswith("Failed to read the spot price history of g6e.xlarge in eu-central-1")
+    # The most it can cost is still known: spot without a maximum price costs at most the on-demand price.
+    assert denied["cost"]["max_run_cost"] == round(2.327 * 2, 4)
