@@ -7,10 +7,7 @@ instance id, as burst_services' healthcheck would.
 
 from __future__ import annotations
 
-import http.server
-import json
 import socket
-import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -19,6 +16,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
 from ansible_collections.burst.golden_ami.plugins.inventory.burst_ec2 import InventoryModule
+from localworld.loopback import LoopbackServer
 
 DEFAULTS = {
     "regions": ["eu-central-1"],
@@ -103,32 +101,14 @@ class Healthchecks:
 
     def __init__(self, answers):
         self.answers = answers
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                code, body = owner.answers[self.path.strip("/")]
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server = LoopbackServer(get=lambda path, _headers: self.answers[path.strip("/")])
 
     @property
     def base(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+        return self.server.url + "/"
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

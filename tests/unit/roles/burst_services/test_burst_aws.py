@@ -26,12 +26,12 @@ MOMENT = datetime.datetime(2024, 5, 1, 12, 30, 45, tzinfo=datetime.timezone.utc)
 
 def test_imds_requires_a_token_and_the_client_renews_a_refused_one(fake_imds):
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(fake_imds.endpoint + "/latest/meta-data/instance-id", timeout=5)  # noqa: S310
+        urllib.request.urlopen(fake_imds.url + "/latest/meta-data/instance-id", timeout=5)  # noqa: S310
     assert refused.value.code == 401
 
-    imds = burst_aws.Imds(fake_imds.endpoint)
+    imds = burst_aws.Imds(fake_imds.url)
     assert imds.instance_id() == fake_imds.instance_id
-    fake_imds.revoke_tokens()
+    fake_imds.revoke()
     assert imds.region() == "eu-central-1"
     puts = [path for method, path, _status in fake_imds.requests if method == "PUT"]
     assert puts == ["/latest/api/token", "/latest/api/token"]
@@ -40,7 +40,7 @@ def test_imds_requires_a_token_and_the_client_renews_a_refused_one(fake_imds):
 
 
 def test_region_falls_back_to_placement(fake_imds):
-    imds = burst_aws.Imds(fake_imds.endpoint)
+    imds = burst_aws.Imds(fake_imds.url)
     original = fake_imds.answer
     fake_imds.answer = lambda path: None if path.endswith("instance-identity/document") else original(path)
     fake_imds.region = "us-east-2"
@@ -59,7 +59,7 @@ def test_imds_that_does_not_answer_is_a_clear_error():
 @pytest.mark.parametrize(("expires_in_s", "fetches"), [(3600, 1), (60, 3)])
 def test_role_credentials_are_cached_until_shortly_before_they_expire(fake_imds, expires_in_s, fetches):
     fake_imds.expires_in_s = expires_in_s
-    provider = burst_aws.CredentialProvider(burst_aws.Imds(fake_imds.endpoint), environ={})
+    provider = burst_aws.CredentialProvider(burst_aws.Imds(fake_imds.url), environ={})
     keys = [provider() for _attempt in range(3)]
     assert fake_imds.credential_fetches == fetches
     assert keys[-1].access_key == f"ASIAFAKEROLE{fetches:08d}"
@@ -70,7 +70,7 @@ def test_role_credentials_are_cached_until_shortly_before_they_expire(fake_imds,
 
 def test_environment_keys_come_before_the_role(fake_imds):
     environ = {"AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_SECRET_ACCESS_KEY": "env-secret"}
-    keys = burst_aws.CredentialProvider(burst_aws.Imds(fake_imds.endpoint), environ=environ)()
+    keys = burst_aws.CredentialProvider(burst_aws.Imds(fake_imds.url), environ=environ)()
     assert (keys.access_key, keys.secret_key, keys.token) == ("AKIAENV", "env-secret", None)
     assert fake_imds.requests == []
 

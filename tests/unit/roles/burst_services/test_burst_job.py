@@ -52,7 +52,7 @@ class World:
         self.interruption_file = tmp_path / "run" / "interruption.json"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.env.update(
-            BURST_IMDS_ENDPOINT=imds.endpoint,
+            BURST_IMDS_ENDPOINT=imds.url,
             BURST_AWS_ENDPOINT_URL=aws_env["AWS_ENDPOINT_URL"],
             AWS_CONFIG_FILE=os.devnull,
             AWS_SHARED_CREDENTIALS_FILE=os.devnull,

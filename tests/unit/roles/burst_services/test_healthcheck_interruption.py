@@ -1,6 +1,6 @@
 """The healthcheck's spot interruption watcher, against a fake instance metadata service on 127.0.0.1.
 
-The fake speaks IMDSv2 as EC2's does: a token from ``PUT /latest/api/token``,
+The fake (localworld.imds) speaks IMDSv2 as EC2's does: a token from ``PUT /latest/api/token``,
 401 for a GET without a valid one, 404 until the test injects a spot
 interruption notice or a rebalance recommendation. The aggregator is the
 real one, serving from a background thread; hooks are real executables in a
@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import stat
-import threading
 import time
 from datetime import datetime, timezone
 
@@ -27,6 +26,7 @@ from ansible.template import Templar
 
 from ansible_collections.burst.golden_ami.plugins.inventory.burst_ec2 import InventoryModule
 from localworld.localplay import load_role_file
+from localworld.loopback import LoopbackServer
 
 MODEL = "Qwen/Qwen2.5-14B-Instruct-AWQ"
 POLL = 0.05
@@ -38,121 +38,29 @@ def _stamp(epoch):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
 
 
-class FakeImds:
-    """IMDSv2 on 127.0.0.1: tokens required, notices injected by the test.
-
-    ``spot`` and ``rebalance`` are the JSON answers of the instance-action and
-    rebalance paths (None: 404). With ``down``, every connection is closed
-    without an answer. ``revoke()`` makes every token issued so far invalid.
-    """
-
-    def __init__(self):
-        self.spot = None
-        self.rebalance = None
-        self.down = False
-        self.tokens = set()
-        self.issued = 0
-        self.unauthorized = 0
-        self.gets = []
-        imds = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_PUT(self):
-                if imds.down:
-                    self.close_connection = True
-                    return
-                if self.path != "/latest/api/token" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
-                    self._send(400, b"")
-                    return
-                imds.issued += 1
-                token = f"token-{imds.issued}"
-                imds.tokens.add(token)
-                self._send(200, token.encode(), "text/plain")
-
-            def do_GET(self):
-                if imds.down:
-                    self.close_connection = True
-                    return
-                if self.headers.get("X-aws-ec2-metadata-token") not in imds.tokens:
-                    imds.unauthorized += 1
-                    self._send(401, b"")
-                    return
-                imds.gets.append(self.path)
-                answers = {
-                    "/latest/meta-data/spot/instance-action": imds.spot,
-                    "/latest/meta-data/events/recommendations/rebalance": imds.rebalance,
-                }
-                answer = answers.get(self.path)
-                if answer is None:
-                    self._send(404, b"Not Found", "text/plain")
-                else:
-                    self._send(200, json.dumps(answer).encode())
-
-            def _send(self, code, body, kind="application/json"):
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def revoke(self):
-        self.tokens.clear()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class Backends:
     """vLLM and TEI stand-ins in one loopback server: /health 200, /v1/models lists MODEL."""
 
     def __init__(self):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        self.server = LoopbackServer(get=self._get)
 
-            def do_GET(self):
-                body = b""
-                if self.path == "/v1/models":
-                    body = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]}).encode()
-                self.send_response(200 if self.path in ("/health", "/v1/models") else 404)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+    @staticmethod
+    def _get(path, _headers):
+        if path == "/v1/models":
+            return 200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
+        return (200 if path == "/health" else 404), b""
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.url
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
-def imds():
-    fake = FakeImds()
-    yield fake
-    fake.close()
+def imds(fake_imds):
+    return fake_imds
 
 
 @pytest.fixture

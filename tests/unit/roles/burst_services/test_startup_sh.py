@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import jinja2
 import pytest
+
+from localworld.loopback import LoopbackServer
 
 TEMPLATE = Path(__file__).resolve().parents[4] / "roles" / "burst_services" / "templates" / "startup.sh.j2"
 
@@ -21,31 +20,20 @@ class Healthcheck:
 
     def __init__(self, not_ready):
         self.requests = 0
-        health = self
+        self.not_ready = not_ready
+        self.server = LoopbackServer(get=self._get)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                health.requests += 1
-                ready = health.requests > not_ready
-                body = json.dumps({"ready": ready, "boot_to_ready_s": 42.5 if ready else None}).encode()
-                self.send_response(200 if ready else 503)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+    def _get(self, _path, _headers):
+        self.requests += 1
+        ready = self.requests > self.not_ready
+        return (200 if ready else 503), {"ready": ready, "boot_to_ready_s": 42.5 if ready else None}
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}/health"
+        return self.server.url + "/health"
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def instance(aws_env, fake_imds, tmp_path):
     fake_imds.instance_id = instance_id
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
-        BURST_IMDS_ENDPOINT=fake_imds.endpoint,
+        BURST_IMDS_ENDPOINT=fake_imds.url,
         BURST_AWS_ENDPOINT_URL=aws_env["AWS_ENDPOINT_URL"],
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
