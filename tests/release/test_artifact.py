@@ -5,21 +5,42 @@ release would build it, and the tarball is checked: what a user installs
 holds the plugins, roles, playbooks and documents, and nothing of the
 development tree (tests, virtualenvs, caches, scripts, benchmarks, local
 state).
+
+Then it is used as installed: the tarball goes into an empty collections
+directory together with only the collections galaxy.yml declares (and what
+those declare in turn), each made into an artifact from the copy in this
+virtualenv's ``ansible`` bundle and installed with ``ansible-galaxy
+--offline``. With ``ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=False`` the bundle is
+invisible, so a bake (``burst.golden_ami.bake``, by its name) and a launch
+and teardown on the local world fail if the collection uses anything it
+does not declare.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import sys
 import tarfile
+import uuid
 from pathlib import Path, PurePosixPath
 
+import boto3
 import pytest
 import yaml
 from release_tools import ansible_env, run
 
+from localworld.bakes import bake_vars, new_bake_id
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# The collections of the virtualenv's ansible bundle, which the installed world must not see.
+BUNDLE = (
+    Path(next(p for p in sys.path if (Path(p) / "ansible_collections" / "amazon").is_dir())) / "ansible_collections"
+)
+BAKE_TIMEOUT_S = 420
 
 # Paths (or any path component) that must never be shipped.
 FORBIDDEN_TOP_LEVEL = {
@@ -164,3 +185,176 @@ def test_artifact_installs_and_its_playbooks_parse(artifact: Path, tmp_path: Pat
     # Each FQCN resolved to the installed copy, not to the checkout.
     for name in ("bake", "bake_many", "cleanup", "launch", "teardown"):
         assert f"playbook: {installed}/playbooks/{name}.yml" in check.stdout, check.stdout
+
+
+def _declared(galaxy_or_manifest: dict) -> dict[str, str]:
+    return dict(galaxy_or_manifest.get("dependencies") or {})
+
+
+def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _dependency_artifact(fqcn: str, out: Path) -> tuple[Path, dict[str, str]]:
+    """A collection of the bundle as the artifact ansible-galaxy would download: its files as FILES.json lists them.
+
+    The ``ansible`` package leaves some files of a collection out (its tests, CI settings): FILES.json, and
+    MANIFEST.json's checksum of it, then list only the files that are there, whose checksums the install checks.
+    """
+    namespace, name = fqcn.split(".")
+    source = BUNDLE / namespace / name
+    manifest = json.loads((source / "MANIFEST.json").read_text())
+    info = manifest["collection_info"]
+    tarball = out / f"{namespace}-{name}-{info['version']}.tar.gz"
+    files = json.loads((source / "FILES.json").read_text())
+    files["files"] = [e for e in files["files"] if e["name"] == "." or (source / e["name"]).exists()]
+    files_json = json.dumps(files, indent=4).encode()
+    manifest["file_manifest_file"]["chksum_sha256"] = hashlib.sha256(files_json).hexdigest()
+    with tarfile.open(tarball, "w:gz") as tar:
+        _member(tar, "MANIFEST.json", json.dumps(manifest, indent=4).encode())
+        _member(tar, "FILES.json", files_json)
+        for entry in files["files"]:
+            if entry["name"] != ".":
+                tar.add(source / entry["name"], arcname=entry["name"], recursive=False)
+    return tarball, _declared(info)
+
+
+def install_with_declared_dependencies(artifact: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Install the artifact and the closure of its declared dependencies into an empty directory.
+
+    Returns the collections directory and the environment that sees only it (not the virtualenv's bundle).
+    """
+    collections = tmp_path / "collections"
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    with tarfile.open(artifact) as tar:
+        member = tar.extractfile("MANIFEST.json")
+        assert member is not None
+        wanted = list(_declared(json.load(member)["collection_info"]))
+    tarballs, seen = [], set()
+    while wanted:
+        fqcn = wanted.pop()
+        if fqcn in seen:
+            continue
+        seen.add(fqcn)
+        assert (BUNDLE / fqcn.replace(".", "/")).is_dir(), f"{fqcn} is declared but not in the ansible bundle"
+        tarball, dependencies = _dependency_artifact(fqcn, out)
+        tarballs.append(tarball)
+        wanted.extend(dependencies)
+    config = tmp_path / "ansible.cfg"
+    config.write_text("[defaults]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "AWS_"))}
+    env.update(
+        {
+            "ANSIBLE_CONFIG": str(config),
+            "ANSIBLE_COLLECTIONS_PATH": str(collections),
+            "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "False",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    result = run(
+        [str(BIN / "ansible-galaxy"), "collection", "install", "--offline", "-p", str(collections), str(artifact)]
+        + [str(t) for t in tarballs],
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return collections, env
+
+
+def test_installed_artifact_bakes_launches_and_tears_down(artifact: Path, aws_env, builder_image, tmp_path) -> None:
+    """The artifact with only its declared dependencies: a short bake, by FQCN, then a launch and a teardown."""
+    collections, env = install_with_declared_dependencies(artifact, tmp_path)
+    installed = sorted(
+        f"{ns.name}.{name.name}"
+        for ns in (collections / "ansible_collections").iterdir()
+        for name in ns.iterdir()
+        if (name / "MANIFEST.json").is_file()
+    )
+    galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
+    assert set(installed) >= {"burst.golden_ami", *galaxy["dependencies"]}, installed
+    listed = run([str(BIN / "ansible-galaxy"), "collection", "list", "--format", "json"], env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    # What ansible-core itself holds (ansible.builtin, ansible._protomatter) aside, only the installed collections.
+    visible = sorted(c for path in json.loads(listed.stdout).values() for c in path if not c.startswith("ansible."))
+    assert visible == installed, f"the bundle is visible: {visible}"
+
+    env.update(aws_env)
+    env["ANSIBLE_SHOW_CUSTOM_STATS"] = "True"
+    region = aws_env["AWS_REGION"]
+    bucket = f"burst-manifests-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    bake_id = new_bake_id("artifact")
+    variables = bake_vars(
+        bake_id,
+        bake_manifest_path=str(tmp_path / "manifest.json"),
+        bake_manifest_s3_uri=f"s3://{bucket}/golden/",
+    )
+    (tmp_path / "bake.json").write_text(json.dumps(variables))
+    bake = run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            "burst.golden_ami.bake",
+            "-e",
+            f"@{tmp_path / 'bake.json'}",
+        ],
+        env=env,
+        cwd=tmp_path,
+        timeout=BAKE_TIMEOUT_S,
+    )
+    assert bake.returncode == 0, f"the installed bake:\n{bake.stdout[-6000:]}\n{bake.stderr[-3000:]}"
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    image_id = manifest["image_id"]
+    ssm = boto3.client("ssm").get_parameter(Name=variables["bake_ssm_parameter"])["Parameter"]["Value"]
+    assert ssm == image_id
+    key = f"golden/{variables['bake_image_name']}.json"
+    uploaded = json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert uploaded == manifest
+    # set_stats: what a later job gets (ansible-playbook shows it as custom stats).
+    assert "CUSTOM STATS" in bake.stdout and image_id in bake.stdout.split("CUSTOM STATS", 1)[1]
+
+    job_id = f"artifact-{uuid.uuid4().hex[:8]}"
+    launch_vars = {
+        "burst_region": region,
+        "burst_job_id": job_id,
+        "burst_image_ssm_parameter": variables["bake_ssm_parameter"],
+        "burst_instance_types": ["g6e.xlarge", "g5.2xlarge"],
+        "burst_market": "spot",
+        "burst_spot_max_price": "1.50",
+        "burst_wait_timeout": 120,
+    }
+    (tmp_path / "launch.json").write_text(json.dumps(launch_vars))
+    # launch.yml and teardown.yml run their modules with the controller's discovered Python: this one (boto3).
+    env["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
+    launch = run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            "burst.golden_ami.launch",
+            "burst.golden_ami.teardown",
+            "-e",
+            f"@{tmp_path / 'launch.json'}",
+        ],
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert launch.returncode == 0, (
+        f"the installed launch and teardown:\n{launch.stdout[-5000:]}\n{launch.stderr[-2000:]}"
+    )
+    instances = [
+        i
+        for r in boto3.client("ec2").describe_instances(Filters=[{"Name": "tag:BurstJobId", "Values": [job_id]}])[
+            "Reservations"
+        ]
+        for i in r["Instances"]
+    ]
+    assert len(instances) == 1 and instances[0]["ImageId"] == image_id
+    assert instances[0]["State"]["Name"] == "terminated"

@@ -1,10 +1,13 @@
 """The bake as AWX runs it: ansible-runner, a private data directory, and least privilege.
 
 AWX hands a job to ansible-runner as a private data directory: the project
-(this collection's playbooks), an inventory, the survey answers as extra
-vars, and the credentials as environment variables (the AWS credential's
-keys, and the Hub token that awx/credential_types.yml injects as HF_TOKEN).
-This test builds that directory, runs playbooks/bake.yml through
+(this collection's awx/, whose job playbooks import the collection's own
+playbooks by name from the installed collection), an inventory, the survey
+answers as extra vars, and the credentials as environment variables (the AWS
+credential's keys, and the Hub token that awx/credential_types.yml injects
+as HF_TOKEN).
+This test builds that directory, runs the bake job template's playbook
+(awx/playbooks/bake.yml, which imports burst.golden_ami.bake) through
 ansible-runner's Python interface against the local world, as the user that
 holds only docs/iam/bake.json, with moto enforcing IAM, and checks:
 
@@ -73,7 +76,7 @@ def older_image(iam_world) -> str:
 def _private_data_dir(root: Path, iam_world, extra_vars: dict, hub_token: str) -> tuple[Path, dict]:
     """A private data directory laid out as AWX lays it out; the credentials go in as envvars, not files."""
     pdd = root / "pdd"
-    shutil.copytree(REPO / "playbooks", pdd / "project" / "playbooks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "awx", pdd / "project" / "awx", ignore=shutil.ignore_patterns("__pycache__"))
     (pdd / "inventory").mkdir(parents=True)
     (pdd / "inventory" / "hosts").write_text("localhost ansible_connection=local\n")
     (pdd / "env").mkdir()
@@ -129,7 +132,7 @@ def test_bake_through_ansible_runner_as_the_baker(iam_world, older_image, tmp_pa
     started = time.monotonic()
     runner = ansible_runner.run(
         private_data_dir=str(pdd),
-        playbook="playbooks/bake.yml",
+        playbook="awx/playbooks/bake.yml",
         envvars=envvars,
         suppress_env_files=True,
         quiet=True,
