@@ -53,6 +53,10 @@ docker:  ## Ensure a Docker engine (Debian's docker.io, no bridge) answers
 base-image: docker  ## Build the Debian 12 systemd image molecule and the demo use (once)
 	hack/build-base-image.sh
 
+.PHONY: ee
+ee: $(STAMP) world-deps docker  ## Build the execution environment image (once per recipe)
+	hack/build-ee.sh
+
 .PHONY: world-deps
 world-deps:  ## Install the Debian packages the local world runs on
 	hack/ensure-world-deps.sh
@@ -93,7 +97,7 @@ $(IMPORTER)/.installed: requirements/importer.txt
 	touch $@
 
 .PHONY: release
-release: $(STAMP) world-deps docker base-image  ## Release gates: artifact, ansible-doc, changelog, EE, AWX files, IAM, ansible-runner
+release: $(STAMP) world-deps docker base-image ee  ## Release gates: artifact, ansible-doc, changelog, EE, AWX files, IAM, ansible-runner
 	pytest -n 2 tests/release
 
 .PHONY: galaxy-import

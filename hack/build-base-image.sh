@@ -12,17 +12,14 @@ PACKAGES="systemd,systemd-sysv,python3,python3-apt,sudo,ca-certificates,procps,i
 log() { printf '[build-base-image] %s\n' "$*" >&2; }
 
 # The image is labelled with this script's digest: a changed recipe rebuilds it.
-recipe=$(sha256sum "$0" | cut -c1-16)
-current=$(docker image inspect -f '{{ index .Config.Labels "org.burst.base-recipe" }}' "$IMAGE" 2>/dev/null || true)
-if [ "${FORCE:-0}" != 1 ] && [ "$current" = "$recipe" ]; then
+# shellcheck source=hack/image-recipe.sh
+. "$(dirname "$0")/image-recipe.sh"
+recipe=$(cat "$0" "$(dirname "$0")/image-recipe.sh" | sha256sum | cut -c1-16)
+if image_is_current "$IMAGE" org.burst.base-recipe "$recipe"; then
   log "$IMAGE already present (recipe $recipe)"
   exit 0
 fi
-
-if ! command -v debootstrap >/dev/null 2>&1; then
-  log "installing debootstrap"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-fi
+ensure_debootstrap
 
 root=$(mktemp -d /var/tmp/burst-rootfs.XXXXXX)
 trap 'rm -rf "$root"' EXIT

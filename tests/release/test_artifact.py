@@ -18,8 +18,6 @@ does not declare.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import sys
@@ -30,7 +28,7 @@ from pathlib import Path, PurePosixPath
 import boto3
 import pytest
 import yaml
-from release_tools import ansible_env, run
+from release_tools import ansible_env, load_hack, run
 
 from localworld.bakes import bake_vars, new_bake_id
 
@@ -41,6 +39,7 @@ BUNDLE = (
     Path(next(p for p in sys.path if (Path(p) / "ansible_collections" / "amazon").is_dir())) / "ansible_collections"
 )
 BAKE_TIMEOUT_S = 420
+collection_artifact = load_hack("collection_artifact")
 
 # Paths (or any path component) that must never be shipped.
 FORBIDDEN_TOP_LEVEL = {
@@ -191,35 +190,12 @@ def _declared(galaxy_or_manifest: dict) -> dict[str, str]:
     return dict(galaxy_or_manifest.get("dependencies") or {})
 
 
-def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
 def _dependency_artifact(fqcn: str, out: Path) -> tuple[Path, dict[str, str]]:
-    """A collection of the bundle as the artifact ansible-galaxy would download: its files as FILES.json lists them.
-
-    The ``ansible`` package leaves some files of a collection out (its tests, CI settings): FILES.json, and
-    MANIFEST.json's checksum of it, then list only the files that are there, whose checksums the install checks.
-    """
-    namespace, name = fqcn.split(".")
-    source = BUNDLE / namespace / name
-    manifest = json.loads((source / "MANIFEST.json").read_text())
-    info = manifest["collection_info"]
-    tarball = out / f"{namespace}-{name}-{info['version']}.tar.gz"
-    files = json.loads((source / "FILES.json").read_text())
-    files["files"] = [e for e in files["files"] if e["name"] == "." or (source / e["name"]).exists()]
-    files_json = json.dumps(files, indent=4).encode()
-    manifest["file_manifest_file"]["chksum_sha256"] = hashlib.sha256(files_json).hexdigest()
-    with tarfile.open(tarball, "w:gz") as tar:
-        _member(tar, "MANIFEST.json", json.dumps(manifest, indent=4).encode())
-        _member(tar, "FILES.json", files_json)
-        for entry in files["files"]:
-            if entry["name"] != ".":
-                tar.add(source / entry["name"], arcname=entry["name"], recursive=False)
-    return tarball, _declared(info)
+    """A collection of the bundle as the artifact ansible-galaxy would download (hack/collection_artifact.py)."""
+    tarball, dependencies, _kept, _published = collection_artifact.from_installed(
+        BUNDLE.joinpath(*fqcn.split(".")), out
+    )
+    return tarball, dependencies
 
 
 def install_with_declared_dependencies(artifact: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:

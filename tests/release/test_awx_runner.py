@@ -38,6 +38,8 @@ import pytest
 import yaml
 from iam_world import BASE_IMAGE_NAME_PREFIX, REPO, SSM_PARAMETER, load_policy, policy_actions
 
+from localworld.bakes import ec2_leftovers
+
 try:
     import ansible_runner
 except ImportError as error:  # pragma: no cover - a missing requirement is a failure, not a skip
@@ -187,15 +189,7 @@ def test_bake_through_ansible_runner_as_the_baker(iam_world, older_image, tmp_pa
     assert iam_world.client("ssm").get_parameter(Name=SSM_PARAMETER)["Parameter"]["Value"] == image_id
     # The prune deregistered the older image; the cleanup left no builder, group or key.
     assert not ec2.describe_images(Filters=[{"Name": "image-id", "Values": [older_image]}])["Images"]
-    active = ec2.describe_instances(
-        Filters=[
-            {"Name": "tag:BakeId", "Values": [bake_id]},
-            {"Name": "instance-state-name", "Values": ["pending", "running"]},
-        ]
-    )["Reservations"]
-    assert active == []
-    assert ec2.describe_security_groups(Filters=[{"Name": "tag:BakeId", "Values": [bake_id]}])["SecurityGroups"] == []
-    assert ec2.describe_key_pairs(Filters=[{"Name": "tag:BakeId", "Values": [bake_id]}])["KeyPairs"] == []
+    assert ec2_leftovers(ec2, bake_id) == {"instances": [], "security_groups": [], "key_pairs": []}
 
     # Least privilege: the run needed every action of bake.json, and no other.
     listed = policy_actions(load_policy("bake"))

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from iam_world import BASE_IMAGE_NAME_PREFIX, BIN, REPO, SSM_PARAMETER, for_moto, load_policy, policy_actions
 
+from localworld.bakes import ec2_leftovers
 from localworld.localplay import load_role_file
 
 # Actions a policy needs on AWS that moto never asks for: tagging at launch
@@ -218,17 +219,7 @@ def test_bake_refused_an_action_fails_naming_the_step_and_cleans_up(iam_world, t
     assert {"ec2:DescribeVpcs", "ec2:DescribeVpcAttribute"} <= called <= policy_actions(load_policy("bake")) | {action}
     # The cleanup ran: the temporary key pair and security group are gone, no builder runs.
     ec2 = iam_world.client("ec2")
-    keys = ec2.describe_key_pairs(Filters=[{"Name": "tag:BakeId", "Values": [bake_id]}])["KeyPairs"]
-    assert keys == [], json.dumps(keys, default=str)
-    groups = ec2.describe_security_groups(Filters=[{"Name": "tag:BakeId", "Values": [bake_id]}])["SecurityGroups"]
-    assert groups == [], json.dumps(groups, default=str)
-    running = ec2.describe_instances(
-        Filters=[
-            {"Name": "tag:BakeId", "Values": [bake_id]},
-            {"Name": "instance-state-name", "Values": ["pending", "running"]},
-        ]
-    )["Reservations"]
-    assert running == []
+    assert ec2_leftovers(ec2, bake_id) == {"instances": [], "security_groups": [], "key_pairs": []}
 
 
 def _upload_manifest(iam_world, user: str, tmp_path: Path, uri: str) -> subprocess.CompletedProcess:
