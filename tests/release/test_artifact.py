@@ -116,6 +116,11 @@ def _tracked(pattern: str) -> list[str]:
     return sorted(str(p.relative_to(REPO)) for p in REPO.glob(pattern) if "__pycache__" not in p.parts)
 
 
+def test_artifact_leaves_the_awx_project_playbooks_out(members: list[str]) -> None:
+    assert _tracked("awx/playbooks/*.yml"), "the AWX project has no thin playbooks"
+    assert not [m for m in members if m.startswith("awx/playbooks")]
+
+
 @pytest.mark.parametrize(
     "pattern",
     [
