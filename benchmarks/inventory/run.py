@@ -38,6 +38,7 @@ import boto3  # noqa: E402
 
 from ansible_collections.burst.golden_ami.plugins.module_utils._health import probe_health_many  # noqa: E402
 from localworld.health_stub import HealthStub  # noqa: E402
+from localworld.inventory_options import burst_ec2_options  # noqa: E402
 from localworld.moto import MotoServer  # noqa: E402
 
 REGIONS = ("eu-central-1", "us-east-2")
@@ -226,30 +227,7 @@ def style_view(data):
     return groups, hosts
 
 
-POPULATE_OPTIONS = {
-    "filters": {},
-    "include_filters": [],
-    "exclude_filters": [],
-    "burst_tags": {"Mode": "Burst"},
-    "instance_states": ["pending", "running"],
-    "spot_only": True,
-    "hostnames": ["instance-id"],
-    "allow_duplicated_hosts": False,
-    "hostvars_prefix": None,
-    "hostvars_suffix": None,
-    "use_contrib_script_compatible_sanitization": False,
-    "strict_permissions": True,
-    "image_version_tag": "Version",
-    "group_prefix": "burst_",
-    "burst_groups": True,
-    "instance_vars": "burst",
-    "spot_prices": False,
-    "health": {},
-    "strict": False,
-    "groups": {},
-    "use_extra_vars": False,
-    "leading_separator": True,
-}
+POPULATE_OPTIONS = burst_ec2_options(hostnames=["instance-id"], spot_prices=False)
 
 
 def populate_phase(endpoint, rounds):

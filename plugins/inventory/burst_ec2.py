@@ -25,6 +25,8 @@ description:
     retried on throttling and transient errors, with the collection's retry policy.
   - Each expression of C(compose), C(groups) and C(keyed_groups) is compiled once per run rather than once per
     host (ansible-core 2.19 compiles it for every host), with the same results, errors and C(strict) handling.
+    One that is a bare variable path (C(private_ip_address), C(placement.availability_zone)) naming a string, number,
+    boolean or null is read from the host's variables without Jinja, with the same result.
   - With O(health.enabled), each host's healthcheck URL is probed, all at once with a short timeout, and hosts
     are grouped as ready, starting, unreachable or draining. The URL is the host variable C(burst_health_url) when
     C(compose) sets it, else O(health.url) filled in with the host's fields. Each probed host gets
@@ -270,6 +272,7 @@ keyed_groups:
     prefix: type
 """
 
+import keyword  # noqa: E402
 import re  # noqa: E402
 import threading  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
@@ -279,6 +282,7 @@ try:
     import boto3
     import botocore
     import botocore.config
+    import botocore.utils
 except ImportError:
     pass  # handled by AWSInventoryBase
 
@@ -296,6 +300,14 @@ try:
     from ansible._internal._templating._jinja_bits import AnsibleTemplateExpression
 except ImportError:
     AnsibleTemplateExpression = None
+
+try:
+    # What a bare variable name resolves to without Jinja, in ansible-core 2.19: see bare_path and plain_value.
+    from ansible._internal._datatag._tags import Origin, TrustedAsTemplate
+    from ansible._internal._templating._lazy_containers import _AnsibleLazyTemplateDict
+    from ansible.module_utils._internal._datatag import AnsibleTagHelper
+except ImportError:
+    TrustedAsTemplate = None
 
 from ansible_collections.amazon.aws.plugins.inventory.aws_ec2 import (  # noqa: E402
     instance_data_filter_to_boto_attr,
@@ -420,6 +432,69 @@ def _pick(value, key):
     if isinstance(found, (list, tuple)) and len(found) == 1:
         return found[0]
     return found
+
+
+# A compose or keyed_groups expression that is a bare (dotted) variable name, such as ``placement.availability_zone``.
+_BARE_PATH = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*\Z")
+# Names Jinja reads as something else than a variable (constants, operators), and Python's keywords.
+_NOT_VARIABLE_NAMES = frozenset(keyword.kwlist) | {"true", "false", "none", "and", "or", "not", "in", "is", "if"}
+# Scalar types Jinja returns unchanged when an expression names a variable that holds one.
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+_NOT_FOUND = object()
+
+
+@lru_cache(maxsize=256)
+def _bare_path(text):
+    if not _BARE_PATH.match(text):
+        return None
+    parts = tuple(text.split("."))
+    if any(part in _NOT_VARIABLE_NAMES for part in parts):
+        return None
+    # Jinja looks up ``a.b`` as an attribute of ``a`` before its item ``b``: a name that is an attribute of the
+    # (lazy) dictionaries Jinja sees (``items``, ``keys``, ...) goes to Jinja.
+    if any(hasattr(dict, part) or hasattr(_AnsibleLazyTemplateDict, part) for part in parts[1:]):
+        return None
+    return parts
+
+
+def bare_path(expression):
+    """The names of an expression that is a bare, trusted variable path (``placement.availability_zone``), or None.
+
+    Only with ansible-core 2.19, whose evaluation of such a path :func:`plain_value` reproduces.
+    """
+    if TrustedAsTemplate is None or not isinstance(expression, str) or not TrustedAsTemplate.is_tagged_on(expression):
+        return None
+    return _bare_path(str(expression))
+
+
+def plain_value(variables, parts):
+    """The value Jinja gives for the variable path ``parts``, when it is a scalar that Jinja returns unchanged.
+
+    That is a plain ``str``, ``int``, ``float``, ``bool`` or None, or a string tagged with its origin only, found
+    by item lookups in dictionaries. Anything else (a missing or undefined name, a list, a dictionary, a
+    template, a value with other tags) is ``_NOT_FOUND``: Jinja evaluates it, with its own errors.
+    """
+    value = variables
+    for part in parts:
+        if not isinstance(value, dict):
+            return _NOT_FOUND
+        value = value.get(part, _NOT_FOUND)
+        if value is _NOT_FOUND:
+            return _NOT_FOUND
+    if type(value) in _PLAIN_SCALARS:
+        return value
+    if isinstance(value, str) and AnsibleTagHelper.tag_types(value) == {Origin}:
+        return value
+    return _NOT_FOUND
+
+
+def timestamp_parser():
+    """botocore's timestamp parser, that reads each text once (one parser per run).
+
+    Each instance has several timestamps (launch, network interface and volume attachments), mostly the same
+    ones, and dateutil's parsing is most of the cost of reading them.
+    """
+    return lru_cache(maxsize=4096)(botocore.utils.parse_timestamp)
 
 
 class ExpressionCache:
@@ -634,6 +709,9 @@ class InventoryModule(AWSInventoryBase):
         gate = EndpointGate()
         try:
             session = boto3.session.Session(profile_name=profile)
+            session._session.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=timestamp_parser()
+            )
             return [
                 (
                     gate.attach(
@@ -875,9 +953,37 @@ class InventoryModule(AWSInventoryBase):
             documents=True,
         )
 
+    # Whether _compose resolves bare variable paths itself: only while the hosts are populated.
+    _bare_paths = False
+
+    def _compose(self, template, variables, *args, **kwargs):
+        """Constructable's ``_compose``, with bare variable paths (``placement.availability_zone``) read directly.
+
+        A path that names a scalar Jinja returns unchanged gives that very value, and the template engine gets
+        the same variables (a ``keyed_groups`` entry's ``parent_group`` is templated with them); everything else
+        (a missing name, a container, any other expression, O(use_extra_vars)) is Constructable's, so ``strict``,
+        ``default_value``, the separators and the group names work as they do there.
+        """
+        if self._bare_paths and not args and not kwargs:
+            parts = bare_path(template)
+            if parts is not None:
+                value = plain_value(variables, parts)
+                if value is not _NOT_FOUND:
+                    self.templar.available_variables = variables
+                    return value
+        return super()._compose(template, variables, *args, **kwargs)
+
     def _populate(self, results, settings):
-        with ExpressionCache(self.templar):
-            self._populate_hosts(results, settings)
+        try:
+            use_extra_vars = self.get_option("use_extra_vars")
+        except Exception:  # noqa: BLE001 - as Constructable: no such option means no extra vars
+            use_extra_vars = False
+        self._bare_paths = not use_extra_vars
+        try:
+            with ExpressionCache(self.templar):
+                self._populate_hosts(results, settings)
+        finally:
+            self._bare_paths = False
 
     def _populate_hosts(self, results, settings):
         strict = settings["strict"]

@@ -8,10 +8,14 @@ integration target tests/integration/targets/burst_ec2.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import boto3
 import pytest
@@ -23,34 +27,9 @@ from botocore.stub import ANY, Stubber
 
 from ansible_collections.burst.golden_ami.plugins.inventory.burst_ec2 import InventoryModule, group_name, snake_case
 from localworld.health_stub import HealthStub
+from localworld.inventory_options import BURST_EC2_DEFAULTS, burst_ec2_options
 
-DEFAULTS = {
-    "regions": ["eu-central-1"],
-    "filters": {},
-    "burst_tags": {"Mode": "Burst"},
-    "instance_states": ["pending", "running"],
-    "spot_only": True,
-    "hostnames": [],
-    "include_filters": [],
-    "exclude_filters": [],
-    "allow_duplicated_hosts": False,
-    "hostvars_prefix": None,
-    "hostvars_suffix": None,
-    "use_contrib_script_compatible_sanitization": False,
-    "strict_permissions": True,
-    "image_version_tag": "Version",
-    "group_prefix": "burst_",
-    "burst_groups": True,
-    "instance_vars": "burst",
-    "spot_prices": True,
-    "health": {},
-    "strict": False,
-    "compose": {},
-    "groups": {},
-    "keyed_groups": [],
-    "use_extra_vars": False,
-    "leading_separator": True,
-}
+DEFAULTS = burst_ec2_options(regions=["eu-central-1"])
 LAUNCHED = datetime.now(timezone.utc) - timedelta(minutes=5)
 
 
@@ -564,12 +543,18 @@ def _everything(plugin):
 def test_each_expression_is_compiled_once_per_run_with_the_same_result(monkeypatch):
     from ansible_collections.burst.golden_ami.plugins.inventory import burst_ec2
 
+    # Bare variable paths go through Jinja too here (they have their own test in test_burst_ec2_bare_paths.py).
+    def no_bare_paths():
+        monkeypatch.setattr(burst_ec2, "bare_path", lambda expression: None)
+
     # Without the cache: ansible-core's own behaviour, compiled for every host.
+    no_bare_paths()
     monkeypatch.setattr(burst_ec2, "AnsibleTemplateExpression", None)
     uncached = _constructed_plugin()
     uncached._populate(_fleet_results(), uncached._settings())
     monkeypatch.undo()
 
+    no_bare_paths()
     plugin = _constructed_plugin()
     environment = plugin.templar._engine.environment
     compile_expression = environment.compile_expression
@@ -601,3 +586,16 @@ def test_a_strict_error_still_names_the_host_with_the_cache():
     ):
         plugin._populate(_two_region_results(), plugin._settings())
     assert "_compile_expression" not in vars(plugin.templar._engine)
+
+
+def test_the_tests_option_defaults_are_the_documented_ones():
+    documented = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-doc"), "-t", "inventory", "--json", "burst.golden_ami.burst_ec2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    options = json.loads(documented.stdout)["burst.golden_ami.burst_ec2"]["doc"]["options"]
+    for name, value in BURST_EC2_DEFAULTS.items():
+        assert options[name].get("default") == value, name

@@ -16,35 +16,10 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
 from ansible_collections.burst.golden_ami.plugins.inventory.burst_ec2 import InventoryModule
+from localworld.inventory_options import burst_ec2_options
 from localworld.loopback import LoopbackServer
 
-DEFAULTS = {
-    "regions": ["eu-central-1"],
-    "filters": {},
-    "burst_tags": {"Mode": "Burst"},
-    "instance_states": ["pending", "running"],
-    "spot_only": True,
-    "hostnames": ["instance-id"],
-    "include_filters": [],
-    "exclude_filters": [],
-    "allow_duplicated_hosts": False,
-    "hostvars_prefix": None,
-    "hostvars_suffix": None,
-    "use_contrib_script_compatible_sanitization": False,
-    "strict_permissions": True,
-    "image_version_tag": "Version",
-    "group_prefix": "burst_",
-    "burst_groups": True,
-    "instance_vars": "burst",
-    "spot_prices": True,
-    "health": {},
-    "strict": True,
-    "compose": {},
-    "groups": {},
-    "keyed_groups": [],
-    "use_extra_vars": False,
-    "leading_separator": True,
-}
+DEFAULTS = burst_ec2_options(regions=["eu-central-1"], hostnames=["instance-id"], strict=True)
 LAUNCHED = datetime.now(timezone.utc) - timedelta(minutes=5)
 DEADLINE = "2026-05-04T03:02:01Z"
 DRAINING = {

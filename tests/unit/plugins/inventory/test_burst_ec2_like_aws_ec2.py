@@ -126,10 +126,52 @@ CASES = {
         "strict": True,
         "keyed_groups": [{"key": "tags.Name", "prefix": "name"}],
     },
+    # Bare variable paths (burst_ec2 reads those that name a scalar without Jinja): strings, ints, bools, lists,
+    # empty and undefined values, with and without strict.
+    "bare_paths": {
+        "hostnames": ["instance-id"],
+        "strict": False,
+        "leading_separator": False,
+        "compose": {
+            "ansible_host": "private_ip_address",
+            "zone": "placement.availability_zone",
+            "launch_index": "ami_launch_index",
+            "cores": "cpu_options.core_count",
+            "ebs": "ebs_optimized",
+            "groups_list": "security_groups",
+            "missing": "tags.Missing",
+            "public": "public_ip_address",
+            "spaced": " private_dns_name ",
+        },
+        "keyed_groups": [
+            {"key": "instance_type", "prefix": ""},
+            {"key": "placement.availability_zone", "prefix": "zone", "separator": "-", "parent_group": "zones"},
+            {"key": "tags.Role", "prefix": "role", "default_value": "norole"},
+            {"key": "public_ip_address", "prefix": "public", "trailing_separator": False},
+            {"key": "public_dns_name", "prefix": "dns", "default_value": "none"},
+            {"key": "tags.Name", "prefix": "name"},
+            {"key": "state.name"},
+        ],
+    },
+    "bare_paths_strict": {
+        "hostnames": ["instance-id"],
+        "strict": True,
+        "compose": {"ansible_host": "private_ip_address", "index": "ami_launch_index"},
+        "keyed_groups": [
+            {"key": "instance_type", "prefix": "type"},
+            {"key": "placement.availability_zone", "prefix": "zone"},
+            {"key": "state.name", "prefix": "state"},
+        ],
+    },
+    "bare_paths_strict_undefined": {
+        "hostnames": ["instance-id"],
+        "strict": True,
+        "compose": {"ansible_host": "private_ip_address", "role": "tags.Role"},
+    },
 }
 
 # Cases where both plugins must fail.
-EXPECTED_ERRORS = {"constructed_strict"}
+EXPECTED_ERRORS = {"constructed_strict", "bare_paths_strict_undefined"}
 
 
 def _build_fleet(endpoint_url):
@@ -361,3 +403,24 @@ def test_constructed_features(fleet):
     # strict: a missing key is an error that names the host.
     assert results["constructed_strict-burst"]["error"] is not None
     assert "Could not generate group" in results["constructed_strict-burst"]["error"]
+
+
+def test_bare_paths(fleet):
+    ids, results = fleet
+    result = results["bare_paths-burst"]
+    groups = result["groups"]
+    web1 = ids["eu-central-1"]["web1"]
+    host = result["hosts"][web1]
+    assert host["ansible_host"] == host["private_ip_address"] and host["zone"] == "eu-central-1a"
+    assert isinstance(host["launch_index"], int) and isinstance(host["ebs"], bool)
+    assert host["groups_list"] == host["security_groups"] and "missing" not in host
+    assert "public" not in result["hosts"][ids["eu-central-1"]["gpu1"]]  # no public address: undefined
+    assert groups["role_db"]["hosts"] == _all_ids(ids, ("web1", "gpu2"))
+    # No prefix and no leading separator: the value alone, sanitized.
+    assert groups["t3_micro"]["hosts"] == _all_ids(ids, ("web1", "gpu1", "gpu3", "bare"))
+    assert groups["running"]["hosts"] == _all_ids(ids, ACTIVE)
+    zones = {v["placement"]["availability_zone"] for v in result["hosts"].values()}
+    assert groups["zones"]["children"] == sorted(f"zone_{zone}".replace("-", "_") for zone in zones)
+    strict = results["bare_paths_strict-burst"]
+    assert strict["error"] is None and len(strict["groups"]["type_t3_micro"]["hosts"]) == 8
+    assert "Could not set role" in results["bare_paths_strict_undefined-burst"]["error"]

@@ -25,6 +25,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 
 from ansible_collections.burst.golden_ami.plugins.inventory.burst_ec2 import InventoryModule
+from localworld.inventory_options import burst_ec2_options
 from localworld.localplay import load_role_file
 from localworld.loopback import LoopbackServer
 
@@ -507,30 +508,15 @@ def test_the_inventory_puts_a_draining_instance_in_its_draining_group(backends, 
 
 
 def _inventory(port):
-    options = {
-        "hostnames": ["instance-id"],
-        "hostvars_prefix": None,
-        "hostvars_suffix": None,
-        "use_contrib_script_compatible_sanitization": False,
-        "strict_permissions": True,
-        "image_version_tag": "Version",
-        "group_prefix": "burst_",
-        "burst_groups": False,
-        "instance_vars": "burst",
-        "spot_only": True,
-        "spot_prices": False,
-        "health": {"enabled": True, "timeout": 2.0, "url": f"http://127.0.0.1:{port}/health"},
-        "strict": True,
-        "compose": {},
-        "groups": {},
-        "keyed_groups": [],
-        "allow_duplicated_hosts": False,
-        "include_filters": [],
-        "exclude_filters": [],
-        "filters": {},
-        "burst_tags": {},
-        "instance_states": ["running"],
-    }
+    options = burst_ec2_options(
+        hostnames=["instance-id"],
+        burst_groups=False,
+        spot_prices=False,
+        health={"enabled": True, "timeout": 2.0, "url": f"http://127.0.0.1:{port}/health"},
+        strict=True,
+        burst_tags={},
+        instance_states=["running"],
+    )
     plugin = InventoryModule()
     plugin.get_option = lambda name, hostvars=None: options[name]
     plugin.inventory = InventoryData()
