@@ -15,6 +15,8 @@ in the same run and in alternating rounds:
 Prints a JSON document and a Markdown table. Run from the repository root::
 
     .venv/bin/python benchmarks/model_cache/bench.py [--size 2GiB] [--shards 4] [--rounds 3]
+
+``--mode s3`` compares the S3 source with boto3's transfer manager instead (``bench_s3.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 COLLECTIONS = os.path.join(REPO_ROOT, ".venv", "collections")
 sys.path.insert(0, COLLECTIONS)
 
-from ansible_collections.burst.golden_ami.plugins.module_utils._model_cache import select_files  # noqa: E402
+from ansible_collections.burst.golden_ami.plugins.module_utils._model_sources import select_files  # noqa: E402
 from localworld.hub_mirror import HubMirror, parse_size  # noqa: E402
 
 REPO_ID = "bench/model-2g"
@@ -124,7 +126,17 @@ def run_curl(urls, dest, parallel):
 
 
 def main(argv=None):
+    mode = argparse.ArgumentParser(add_help=False)
+    mode.add_argument("--mode", choices=("hub", "s3"), default="hub")
+    known, _rest = mode.parse_known_args(argv)
+    if known.mode == "s3":
+        # The S3 source against boto3's transfer manager: see bench_s3.py.
+        sys.path.insert(0, HERE)
+        import bench_s3
+
+        return bench_s3.main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("hub", "s3"), default="hub", help="hub (default) or s3 (see bench_s3.py)")
     parser.add_argument("--size", default="2GiB", help="total size of the weight shards (default 2GiB)")
     parser.add_argument("--shards", type=int, default=4, help="number of safetensors shards (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of curl and module (default 3)")

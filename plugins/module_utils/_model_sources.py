@@ -20,9 +20,11 @@ import json
 import os
 import re
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from ansible_collections.burst.golden_ami.plugins.module_utils._files import CHUNK
+from ansible_collections.burst.golden_ami.plugins.module_utils._files import CHUNK, read_json, write_json_atomic
 from ansible_collections.burst.golden_ami.plugins.module_utils._model_record import (
     PARTIAL_DIR,
     RECORD_NAME,
@@ -31,7 +33,12 @@ from ansible_collections.burst.golden_ami.plugins.module_utils._model_record imp
     model_dir_name,
     redact_url,
 )
-from ansible_collections.burst.golden_ami.plugins.module_utils._model_transfer import USER_AGENT, stream_http
+from ansible_collections.burst.golden_ami.plugins.module_utils._model_transfer import (
+    FETCH_RETRIES,
+    READ_SIZE,
+    USER_AGENT,
+    stream_http,
+)
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -70,6 +77,18 @@ VERIFY_GIT_BLOB = "git-blob-sha1"
 VERIFY_S3 = "s3-checksum-sha256"
 VERIFY_GIVEN = "given-sha256"
 VERIFY_NONE = "computed"
+
+# S3 objects of at least this many bytes are fetched as ranged GETs by several threads, each range
+# written at its offset in the partial file (as boto3's transfer manager does); smaller ones in one GET.
+S3_RANGED_THRESHOLD = 64 * 1024 * 1024
+# The size of one range, and how many ranges of one object are fetched at a time.
+S3_PART_SIZE = 16 * 1024 * 1024
+S3_PART_WORKERS = 8
+# Next to a partial file written out of order: which ranges are complete. A partial file with this
+# journal is never resumed from its size, only from the ranges it lists.
+RANGES_SUFFIX = ".ranges"
+# Seconds between two saves of the journal while ranges complete (each after an fdatasync of the data).
+RANGES_SAVE_INTERVAL = 1.0
 
 
 def _normalise_patterns(patterns):
@@ -296,6 +315,14 @@ class S3Source:
     Each object is checked against S3's full-object ``ChecksumSHA256`` when
     the bucket stored one, else against the ``sha256`` map given, else its
     sha256 is only computed and recorded (``verify: computed``).
+
+    An object of ``ranged_threshold`` bytes or more is fetched in ranges of
+    ``part_size`` bytes by ``part_workers`` threads (``Range`` and ``If-Match``
+    its ETag on every GET), each range written at its offset in the partial
+    file; the ranges are hashed in order as they complete, so the digest still
+    covers the whole file. A journal next to the partial file lists the ranges
+    complete; a partial file left by a one-GET download is resumed as the
+    prefix it is.
     """
 
     kind = "s3"
@@ -313,6 +340,9 @@ class S3Source:
         allow_patterns=None,
         ignore_patterns=None,
         client=None,
+        ranged_threshold=S3_RANGED_THRESHOLD,
+        part_size=S3_PART_SIZE,
+        part_workers=S3_PART_WORKERS,
     ):
         if not bucket:
             raise ModelCacheError("an s3 source needs a bucket")
@@ -328,6 +358,11 @@ class S3Source:
         self.ignore_patterns = ignore_patterns
         self._client = client
         self._client_lock = threading.Lock()
+        if part_size < 1 or part_workers < 1:
+            raise ModelCacheError("part_size and part_workers of an s3 source must be positive")
+        self.ranged_threshold = ranged_threshold
+        self.part_size = part_size
+        self.part_workers = part_workers
 
     @property
     def default_name(self):
@@ -351,8 +386,12 @@ class S3Source:
                 import boto3
 
                 access_key, secret_key, session_token = self._credentials
+                from botocore.config import Config
+
                 self._client = boto3.session.Session().client(
                     "s3",
+                    # Several files at a time, each in up to part_workers ranges: keep their connections.
+                    config=Config(max_pool_connections=max(10, 4 * self.part_workers)),
                     region_name=self.region,
                     endpoint_url=self.endpoint_url,
                     aws_access_key_id=access_key,
@@ -411,9 +450,22 @@ class S3Source:
         listing = json.dumps([[f.locator, f.size, f.etag] for f in files]).encode()
         return Plan(self, hashlib.sha256(listing).hexdigest(), files)
 
+    def _label(self, remote):
+        return "s3://%s/%s" % (self.bucket, remote.locator)
+
     def fetch(self, remote, writer, resume_from, version):
         from botocore.exceptions import BotoCoreError, ClientError
 
+        part_path = getattr(writer, "path", None)
+        journal = part_path + RANGES_SUFFIX if part_path else None
+        ranged = (remote.size is not None and remote.etag and remote.size >= max(self.ranged_threshold, 1)) or bool(
+            journal and os.path.exists(journal)
+        )
+        if ranged and journal:
+            _RangedDownload(self, remote, writer, resume_from, journal).run()
+            return
+        if remote.size is not None and resume_from and resume_from >= remote.size:
+            return  # every byte is there already (stopped before its check): the caller verifies them
         kwargs = {"Bucket": self.bucket, "Key": remote.locator}
         if remote.etag:
             kwargs["IfMatch"] = '"%s"' % remote.etag
@@ -424,9 +476,259 @@ class S3Source:
             for block in iter(lambda: body.read(CHUNK), b""):
                 writer.write(block)
         except ClientError as exc:
-            raise ModelCacheError("downloading s3://%s/%s failed: %s" % (self.bucket, remote.locator, exc)) from exc
+            raise ModelCacheError("downloading %s failed: %s" % (self._label(remote), exc)) from exc
         except BotoCoreError as exc:
-            raise ModelCacheError("downloading s3://%s/%s failed: %s" % (self.bucket, remote.locator, exc)) from exc
+            raise ModelCacheError("downloading %s failed: %s" % (self._label(remote), exc)) from exc
+
+
+class _ObjectChanged(Exception):
+    """The object is no longer the one planned (another ETag, another size)."""
+
+
+def _split(start, end, part_size):
+    return [(offset, min(offset + part_size, end)) for offset in range(start, end, part_size)]
+
+
+class _RangedDownload:
+    """One S3 object fetched in ranges by several threads into its partial file, hashed in order.
+
+    Invariants: the journal (``<part>.ranges``) is on the disk before any byte is written past the
+    file's contiguous prefix, and lists only ranges whose bytes were written and flushed
+    (``fdatasync``) before it was saved; it is deleted only once the file holds every byte. The
+    writer's digests are fed from the file itself, range after range from the first byte, so what the
+    caller checks is the whole file. A changed object (HTTP 412 on ``If-Match``, another ETag or
+    length) deletes the partial file and its journal; any other failure keeps both for the next run.
+    """
+
+    def __init__(self, source, remote, writer, resume_from, journal):
+        self.source = source
+        self.remote = remote
+        self.writer = writer
+        self.resume_from = resume_from
+        self.journal = journal
+        self.path = writer.path
+        self.size = remote.size
+        self.label = source._label(remote)
+        self._lock = threading.Condition()
+        self._finished = set()
+        self._errors = []
+        self._abort = threading.Event()
+        self._buffer = None
+
+    # -- the journal
+
+    def _layout(self):
+        return {"etag": self.remote.etag, "size": self.size, "part_size": self.source.part_size}
+
+    def _load(self, on_disk):
+        """``(base, done)`` from a journal that fits this object and the file on disk, else None."""
+        state = read_json(self.journal)
+        if not isinstance(state, dict) or any(state.get(k) != v for k, v in self._layout().items()):
+            return None
+        base, done = state.get("base"), state.get("done")
+        if not isinstance(base, int) or not isinstance(done, list) or not 0 <= base <= min(self.size, on_disk):
+            return None
+        ranges = _split(base, self.size, self.source.part_size)
+        if not all(isinstance(i, int) and 0 <= i < len(ranges) and ranges[i][1] <= on_disk for i in done):
+            return None
+        return base, set(done)
+
+    def _save(self, fd, base, done):
+        os.fdatasync(fd)  # the bytes of every range listed reach the disk before the list does
+        state = dict(self._layout(), base=base, done=sorted(done))
+        write_json_atomic(self.journal, state, mode=0o600, sync=False)
+
+    # -- the ranges
+
+    def _get(self, index, start, end, fd):
+        """Fetch bytes ``start`` to ``end`` (exclusive) into the file; retries a cut from the last byte."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        offset = start
+        failures = 0
+        while offset < end:
+            if self._abort.is_set():
+                return False
+            try:
+                response = self.source.client().get_object(
+                    Bucket=self.source.bucket,
+                    Key=self.remote.locator,
+                    IfMatch='"%s"' % self.remote.etag,
+                    Range="bytes=%d-%d" % (offset, end - 1),
+                )
+                body = response["Body"]
+                expected = "bytes %d-%d/%d" % (offset, end - 1, self.size)
+                etag = (response.get("ETag") or "").strip('"')
+                if response.get("ContentRange") != expected or (etag and etag != self.remote.etag):
+                    body.close()
+                    raise _ObjectChanged(
+                        "S3 answered %s (ETag %s) for bytes=%d-%d, planned ETag %s and %d bytes"
+                        % (
+                            response.get("ContentRange") or "the whole object",
+                            etag,
+                            offset,
+                            end - 1,
+                            self.remote.etag,
+                            self.size,
+                        )
+                    )
+                with contextlib.closing(body):
+                    while offset < end:
+                        if self._abort.is_set():
+                            return False
+                        block = body.read(min(READ_SIZE, end - offset))
+                        if not block:
+                            break
+                        view = memoryview(block)
+                        while len(view):
+                            count = os.pwrite(fd, view, offset)
+                            offset += count
+                            view = view[count:]
+                        with self._lock:
+                            self.writer.written += len(block)
+                        failures = 0
+                if offset < end:
+                    raise OSError("the body ended %d bytes short" % (end - offset))
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status == 412 or error.get("Code") in ("PreconditionFailed", "412"):
+                    raise _ObjectChanged(
+                        "S3 refused bytes=%d-%d: its ETag is no longer %s (HTTP 412)"
+                        % (offset, end - 1, self.remote.etag)
+                    ) from exc
+                raise ModelCacheError(
+                    "downloading %s failed at bytes=%d-%d: %s" % (self.label, offset, end - 1, exc)
+                ) from exc
+            except (BotoCoreError, OSError) as exc:
+                if failures >= FETCH_RETRIES:
+                    raise ModelCacheError(
+                        "downloading %s failed at bytes=%d-%d after %d tries: %s: %s"
+                        % (self.label, offset, end - 1, failures + 1, type(exc).__name__, exc)
+                    ) from exc
+                failures += 1
+                time.sleep(min(0.5 * failures, 5))
+        return True
+
+    def _work(self, index, start, end, fd):
+        try:
+            complete = self._get(index, start, end, fd)
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that raises it, with its range
+            with self._lock:
+                self._errors.append((start, end, exc))
+                self._abort.set()
+                self._lock.notify_all()
+            return
+        if complete:
+            with self._lock:
+                self._finished.add(index)
+                self._lock.notify_all()
+
+    def _hash(self, fd, start, end):
+        """Feed bytes ``start`` to ``end`` of the file to the writer's digests, through one reused buffer."""
+        writer = self.writer
+        if self._buffer is None:
+            self._buffer = memoryview(bytearray(READ_SIZE))
+        offset = start
+        while offset < end:
+            view = self._buffer[: min(READ_SIZE, end - offset)]
+            count = os.preadv(fd, [view], offset)
+            if not count:
+                raise ModelCacheError("the partial file of %s ends at byte %d, before %d" % (self.label, offset, end))
+            writer.sha256.update(view[:count])
+            if writer.sha1 is not None:
+                writer.sha1.update(view[:count])
+            offset += count
+
+    def run(self):
+        on_disk = os.path.getsize(self.path)
+        loaded = self._load(on_disk) if os.path.exists(self.journal) else None
+        if loaded is not None:
+            # Ranges written out of order: hash the file again from its first byte.
+            base, done = loaded
+            ranges = _split(base, self.size, self.source.part_size)
+            self.writer.restart(base + sum(ranges[i][1] - ranges[i][0] for i in done))
+            hashed = 0
+        else:
+            if os.path.exists(self.journal) or self.resume_from > self.size:
+                # A journal for another layout, or a damaged one: the file's content is unknown.
+                self.writer.restart(0)
+                self.writer.truncate(0)
+                base = 0
+            else:
+                base = self.resume_from  # a one-GET download's prefix, hashed by the writer already
+            done = set()
+            ranges = _split(base, self.size, self.source.part_size)
+            write_json_atomic(self.journal, dict(self._layout(), base=base, done=[]), mode=0o600)
+            hashed = base
+        self._finished = set(done)
+        write_fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        read_fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        todo = [i for i in range(len(ranges)) if i not in done]
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.source.part_workers, len(todo) or 1)))
+        try:
+            for index in todo:
+                pool.submit(self._work, index, ranges[index][0], ranges[index][1], write_fd)
+            self._hash(read_fd, hashed, base)
+            saved = set(done)
+            last_save = time.monotonic()
+            for index, (start, end) in enumerate(ranges):
+                with self._lock:
+                    while index not in self._finished and not self._errors:
+                        self._lock.wait(1.0)
+                    if self._errors:
+                        break
+                self._hash(read_fd, start, end)
+                if time.monotonic() - last_save >= RANGES_SAVE_INTERVAL:
+                    with self._lock:
+                        finished = set(self._finished)
+                    if finished != saved:
+                        self._save(write_fd, base, finished)
+                        saved = finished
+                    last_save = time.monotonic()
+        except BaseException:
+            self._abort.set()
+            raise
+        finally:
+            if self._errors:
+                self._abort.set()
+            pool.shutdown(wait=True)
+            try:
+                self._finish(write_fd, base, ranges)
+            finally:
+                os.close(read_fd)
+                os.close(write_fd)
+
+    def _finish(self, write_fd, base, ranges):
+        """Raise the first failure, keeping or deleting the partial file; on success drop the journal."""
+        if self._errors:
+            changed = [e for e in self._errors if isinstance(e[2], _ObjectChanged)]
+            if changed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)  # first the file, then the journal that describes it
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.journal)
+                start, end, exc = changed[0]
+                raise ModelCacheError(
+                    "%s changed while downloading: %s; the partial file was deleted" % (self.label, exc)
+                ) from exc
+            self._save(write_fd, base, self._finished)
+            start, end, exc = self._errors[0]
+            if isinstance(exc, ModelCacheError):
+                raise exc
+            raise ModelCacheError(
+                "downloading %s failed at bytes=%d-%d: %s: %s" % (self.label, start, end - 1, type(exc).__name__, exc)
+            ) from exc
+        if len(self._finished) < len(ranges):
+            # Interrupted (the caller's exception propagates): keep what is complete for the next run.
+            self._save(write_fd, base, self._finished)
+            return
+        if os.fstat(write_fd).st_size != self.size:
+            raise ModelCacheError(
+                "the partial file of %s holds %d bytes after every range, not %d"
+                % (self.label, os.fstat(write_fd).st_size, self.size)
+            )
+        os.unlink(self.journal)
 
 
 class UrlSource:

@@ -201,6 +201,7 @@ class PartFile:
         self._buffer = mmap.mmap(-1, buffer_size)
         self._view = memoryview(self._buffer)
         self.direct_bytes = 0
+        self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         self._pos = os.fstat(self._fd).st_size
         self._direct_fd = None
@@ -326,6 +327,25 @@ class HashingWriter:
             self.sha1.update(data)
         self.written += len(data)
         return len(data)
+
+    @property
+    def path(self):
+        """The path of the partial file written, when the handle is a ``PartFile``; else None."""
+        return getattr(self._handle, "path", None)
+
+    def restart(self, present=0):
+        """Forget what was hashed: the caller hashes the file again from its first byte.
+
+        For a download that wrote parts out of order: ``present`` bytes already on the disk count as
+        done but not transferred, in place of the prefix this writer was started with.
+        """
+        self._progress.add(present - self._start_offset, transferred=False)
+        self._start_offset = present
+        self.written = 0
+        self.sha256 = hashlib.sha256()
+        self.sha1 = None
+        if self._sha1_prefix is not None:
+            self.sha1 = hashlib.sha1(self._sha1_prefix)  # noqa: S324 - git's object id
 
     def read_buffer(self):
         """The file's own read buffer (see ``PartFile``), or None: ``stream_http`` then uses one of its own."""
