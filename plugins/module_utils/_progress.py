@@ -46,6 +46,7 @@ class ProgressFile:
         self._phase_started = self._started
         self._phase_bytes = 0
         self.snapshot = {}
+        self._wrote_once = False
 
     def phase(self, state, bytes_total=0, line=None):
         """Start a phase (``hashing``, ``pulling``, ``uploading``...) of ``bytes_total`` bytes; written at once."""
@@ -98,7 +99,12 @@ class ProgressFile:
             "elapsed_s": round(now - self._started, 3),
         }
         if self.path:
+            # A directory removed since the first write was cleaned up by whoever started this run (a bake's
+            # sweep after an interruption): a run that goes on in the background must not create it again.
+            if self._wrote_once and not os.path.isdir(os.path.dirname(self.path) or "."):
+                return
             write_json(self.path, self.snapshot)
+            self._wrote_once = True
 
 
 def write_json(path, document):

@@ -67,3 +67,18 @@ def test_write_json_replaces_the_file_whole(tmp_path):
         write_json(str(path), {"line": object()})
     assert json.loads(path.read_text()) == {"line": "b"}, "a failed write leaves the last good file"
     assert [p.name for p in tmp_path.iterdir()] == ["p.json"]
+
+
+def test_a_directory_removed_after_the_first_write_is_not_made_again(tmp_path):
+    """A bake's sweep removes the progress directory of an interrupted run; the run, still going, leaves it gone."""
+    clock = _Clock()
+    directory = tmp_path / "burst-bake.b-1.progress"
+    progress = ProgressFile(str(directory / "verify.json"), "verify", every=1.0, clock=clock)
+    progress.phase("health")
+    assert (directory / "verify.json").is_file()
+    (directory / "verify.json").unlink()
+    directory.rmdir()
+    clock.now += 5
+    progress.update(line="still waiting", force=True)
+    assert not directory.exists()
+    assert progress.snapshot["line"] == "still waiting"
